@@ -1,0 +1,112 @@
+"""The ``flow-ingest`` command: serve, decode, ..."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .documents import DocumentLayout, serialize, to_document
+
+
+def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--definitions", action="append", default=[], metavar="YAML",
+                        help="Logstash-format ipfix_definitions/netflow_definitions file adding or "
+                             "overriding elements (repeatable), e.g. Antrea's ipfix.yml")
+    parser.add_argument("--target", default="ipfix", help="document object the elements go under (default: ipfix)")
+    parser.add_argument("--netflow-target", default=None, help="object name for NetFlow v5/v9 records (default: same as --target)")
+
+
+def _layout(args) -> DocumentLayout:
+    return DocumentLayout(target=args.target, netflow_target=args.netflow_target, type=args.target)
+
+
+def iter_raw_messages(data: bytes, problems: Counter):
+    """Split a byte stream of back-to-back IPFIX messages (as sent over TCP)."""
+    from .ipfix.decoder import ipfix_message_length
+
+    offset = 0
+    while offset + 4 <= len(data):
+        try:
+            length = ipfix_message_length(data[offset:offset + 4])
+        except ValueError:
+            problems["framing_errors"] += 1
+            return
+        if offset + length > len(data):
+            problems["truncated_messages"] += 1
+            return
+        yield data[offset:offset + length]
+        offset += length
+    if offset != len(data):
+        problems["trailing_bytes"] += len(data) - offset
+
+
+def cmd_decode(args) -> int:
+    from .ipfix.decoder import FlowDecoder
+    from .ipfix.registry import default_registry
+    from .pcapfile import CaptureError, read_datagrams
+
+    decoder = FlowDecoder(default_registry(args.definitions))
+    layout = _layout(args)
+    out = sys.stdout.buffer
+    problems: Counter = Counter()
+    for path in args.files:
+        data_path = Path(path)
+        if args.raw:
+            session = ("tcp", str(data_path), 0, 0)
+            for message in iter_raw_messages(data_path.read_bytes(), problems):
+                for record in decoder.decode(message, session, received_at=0.0):
+                    out.write(serialize(to_document(record, layout)) + b"\n")
+            decoder.close_session(session)
+            continue
+        try:
+            with open(data_path, "rb") as stream:
+                for datagram in read_datagrams(stream, problems):
+                    session = ("udp", datagram.src, datagram.sport, 0)
+                    for record in decoder.decode(datagram.payload, session, received_at=datagram.timestamp):
+                        out.write(serialize(to_document(record, layout)) + b"\n")
+        except CaptureError as exc:
+            print(f"flow-ingest decode: {path}: {exc}", file=sys.stderr)
+            return 2
+    out.flush()
+    stats = {k: v for k, v in sorted((decoder.stats + problems).items())}
+    if args.stats:
+        print(serialize(stats).decode(), file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flow-ingest", description="IPFIX/NetFlow/JSON flow collector for Elasticsearch and OpenSearch")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    decode = sub.add_parser("decode", help="decode pcap/pcapng captures (or raw IPFIX streams) to JSON documents on stdout")
+    decode.add_argument("files", nargs="+", metavar="FILE")
+    decode.add_argument("--raw", action="store_true", help="files hold back-to-back IPFIX messages as sent over TCP")
+    decode.add_argument("--stats", action="store_true", help="print decoder counters as JSON on stderr at the end")
+    _add_registry_arguments(decode)
+    decode.set_defaults(func=cmd_decode)
+
+    try:
+        from .service import add_serve_arguments, run_serve
+    except ImportError:  # pragma: no cover - during bootstrap only
+        pass
+    else:
+        serve = sub.add_parser("serve", help="run the listeners and write documents")
+        _add_registry_arguments(serve)
+        add_serve_arguments(serve)
+        serve.set_defaults(func=run_serve)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
