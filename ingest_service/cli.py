@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -76,6 +77,73 @@ def cmd_decode(args) -> int:
     return 0
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the search engine is and how to reach it (environment variables as defaults)."""
+    env = os.environ.get
+    group = parser.add_argument_group("search engine")
+    group.add_argument("--url", action="append", default=None, metavar="URL",
+                       help="engine URL (repeatable for several hosts; env FLOW_INGEST_ENGINE_URLS, comma-separated)")
+    group.add_argument("--username", default=env("FLOW_INGEST_ENGINE_USERNAME"))
+    group.add_argument("--password", default=env("FLOW_INGEST_ENGINE_PASSWORD"))
+    group.add_argument("--api-key", default=env("FLOW_INGEST_ENGINE_API_KEY"), help="id:key or the encoded form")
+    group.add_argument("--ca-file", default=env("FLOW_INGEST_ENGINE_CA_FILE"), help="PEM CA bundle for https engines")
+    group.add_argument("--insecure", action="store_true", help="do not verify the engine's certificate")
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    group = parser.add_argument_group("index target")
+    group.add_argument("--mode", choices=("datastream", "alias", "daily"), default=env("FLOW_INGEST_TARGET_MODE", "datastream"),
+                       help="data stream (default), rollover alias with a write index, or Logstash-style daily flow-YYYY.MM.dd indices")
+    group.add_argument("--name", default=env("FLOW_INGEST_TARGET_NAME", "flow-ipfix"), help="data stream / write alias name (must start with flow-)")
+    group.add_argument("--layout", choices=("logstash", "ecs"), default=env("FLOW_INGEST_LAYOUT", "logstash"))
+    group.add_argument("--retention-days", type=int, default=int(env("FLOW_INGEST_RETENTION_DAYS", "7")))
+    group.add_argument("--rollover-max-age", default=env("FLOW_INGEST_ROLLOVER_MAX_AGE", "1d"))
+    group.add_argument("--rollover-max-primary-shard-size", default=env("FLOW_INGEST_ROLLOVER_MAX_SHARD_SIZE", "50gb"))
+    group.add_argument("--replicas", type=int, default=int(env("FLOW_INGEST_REPLICAS", "0")))
+
+
+def target_config(args):
+    from .schema.render import TargetConfig
+
+    return TargetConfig(mode=args.mode, name=args.name, layout=args.layout, target=getattr(args, "target", "ipfix"),
+                        retention_days=args.retention_days, rollover_max_age=args.rollover_max_age,
+                        rollover_max_primary_shard_size=args.rollover_max_primary_shard_size, replicas=args.replicas)
+
+
+def engine_config(args):
+    from .engines.client import EngineConfig
+
+    urls = args.url or [u for u in os.environ.get("FLOW_INGEST_ENGINE_URLS", "").split(",") if u.strip()]
+    if not urls:
+        raise SystemExit("flow-ingest: no engine URL (--url or FLOW_INGEST_ENGINE_URLS)")
+    return EngineConfig(hosts=tuple(urls), username=args.username, password=args.password, api_key=args.api_key,
+                        ca_file=args.ca_file, verify_certs=not args.insecure)
+
+
+def cmd_setup(args) -> int:
+    from .engines.client import connect
+    from .setup import SetupError, run_setup
+
+    client = connect(engine_config(args))
+    info = client.info
+    print(f"engine: {info.kind} {'.'.join(map(str, info.version))}")
+    try:
+        run_setup(client, target_config(args), dry_run=args.dry_run)
+    except SetupError as exc:
+        print(f"flow-ingest setup: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_export_assets(args) -> int:
+    from .schema.assets import write_assets
+
+    for path in write_assets(Path(args.directory)):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flow-ingest", description="IPFIX/NetFlow/JSON flow collector for Elasticsearch and OpenSearch")
     parser.add_argument("--log-level", default="INFO")
@@ -87,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--stats", action="store_true", help="print decoder counters as JSON on stderr at the end")
     _add_registry_arguments(decode)
     decode.set_defaults(func=cmd_decode)
+
+    setup = sub.add_parser("setup", help="install or upgrade pipeline, lifecycle policy, templates and write target (idempotent)")
+    add_engine_arguments(setup)
+    add_target_arguments(setup)
+    setup.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
+    setup.set_defaults(func=cmd_setup, target="ipfix")
+
+    export = sub.add_parser("export-assets", help="write index templates, pipelines and lifecycle policies as files")
+    export.add_argument("directory")
+    export.set_defaults(func=cmd_export_assets)
 
     try:
         from .service import add_serve_arguments, run_serve

@@ -1,0 +1,41 @@
+"""Document layouts rendered from the schema table: Logstash-compatible ``ipfix.*`` (default)
+or ECS.  Pure functions over dicts."""
+from __future__ import annotations
+
+from .table import flow_schema
+
+LAYOUTS = ("logstash", "ecs")
+
+
+def ecs_moves(target: str = "ipfix") -> dict[str, str]:
+    """field name under the target object -> ECS path, for every field that has one."""
+    return {f.name: f.ecs for f in flow_schema().fields if f.ecs}
+
+
+_MOVES_CACHE: dict[str, list[tuple[str, list[str]]]] = {}
+
+
+def to_ecs(document: dict, target: str = "ipfix") -> dict:
+    """Move the fields that have an ECS path out of the target object, in place.
+
+    Fields without an ECS path stay under the target object; the exporter address becomes
+    ``observer.ip`` and the Logstash ``host``/``type``/``@version`` fields are dropped.
+    """
+    moves = _MOVES_CACHE.get(target)
+    if moves is None:
+        moves = _MOVES_CACHE[target] = [(name, path.split(".")) for name, path in ecs_moves(target).items()]
+    body = document.get(target)
+    if isinstance(body, dict):
+        for name, parts in moves:
+            if name in body:
+                value = body.pop(name)
+                node = document
+                for part in parts[:-1]:
+                    node = node.setdefault(part, {})
+                node[parts[-1]] = value
+    host = document.pop("host", None)
+    if host is not None:
+        document.setdefault("observer", {})["ip"] = host
+    document.pop("type", None)
+    document.pop("@version", None)
+    return document
