@@ -251,7 +251,7 @@ class FlowDecoder:
                 if sysuptime:
                     apply_sysuptime(fields, extra, message.export_ms, message.sys_uptime)
                 if not learned.empty:
-                    learned.apply(fields, extra)
+                    learned.apply(fields, extra, export_time * 1000)
                 out.append(make(exporter, port, version, domain, template_id, export_time, fields, False, extra or None))
         return len(records)
 

@@ -61,7 +61,7 @@ class ExporterOptions:
         return (self.sampling_rate is None and not self.sampler_rates and self.system_init_ms is None
                 and not self.interface_names and not self.application_names)
 
-    def apply(self, fields: dict, extra: dict) -> None:
+    def apply(self, fields: dict, extra: dict, export_ms: int) -> None:
         rate = None
         if self.sampler_rates:
             sampler = next((fields[k] for k in _SAMPLER_KEYS if k in fields), None)
@@ -75,7 +75,7 @@ class ExporterOptions:
                                        ("flowEndSysUpTime", "flowEndMilliseconds")):
                 value = fields.get(relative)
                 if isinstance(value, int) and absolute not in fields:
-                    extra[absolute] = iso_from_millis(self.system_init_ms + value)
+                    extra[absolute] = iso_from_millis(_unwrap_uptime(self.system_init_ms, value, export_ms))
         if self.interface_names:
             for key, out in (("ingressInterface", "ingressInterfaceName"), ("egressInterface", "egressInterfaceName")):
                 index = fields.get(key)
@@ -85,6 +85,20 @@ class ExporterOptions:
             app = self.application_names.get(fields.get("applicationId"))
             if app:
                 extra["applicationName"] = app
+
+
+_WRAP = 1 << 32
+_SLACK_MS = 60_000  # exporter clocks run a little ahead of their export timestamps
+
+
+def _unwrap_uptime(init_ms: int, uptime_ms: int, export_ms: int) -> int:
+    """init + uptime, where the 32-bit uptime wraps every 49.7 days: take the latest
+    candidate that is not after the message's export time."""
+    absolute = init_ms + uptime_ms
+    if export_ms <= 0 or absolute > export_ms + _SLACK_MS:
+        return absolute
+    wraps = (export_ms + _SLACK_MS - absolute) // _WRAP
+    return absolute + wraps * _WRAP
 
 
 def _sampling_rate(record: dict) -> int | None:

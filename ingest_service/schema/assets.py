@@ -69,8 +69,16 @@ def all_asset_files() -> dict[str, str]:
 
 
 def write_assets(directory: Path) -> list[Path]:
+    """Write every asset under DIR/index_templates and DIR/pipelines, removing JSON files there
+    that are no longer rendered (e.g. pipelines of an older schema version)."""
+    expected = all_asset_files()
+    for folder in ("index_templates", "pipelines"):
+        root = Path(directory) / folder
+        for path in root.rglob("*.json") if root.exists() else []:
+            if str(path.relative_to(directory)) not in expected:
+                path.unlink()
     written = []
-    for relative, text in sorted(all_asset_files().items()):
+    for relative, text in sorted(expected.items()):
         path = Path(directory) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

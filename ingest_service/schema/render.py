@@ -66,7 +66,7 @@ def _leaf(field) -> dict:
         mapping["format"] = _DATE_FORMATS["seconds" if field.name.endswith("Seconds") or "Seconds" in field.name else "millis"]
     elif field.mapping == "object":
         return {"type": "object", "dynamic": True}
-    if field.keyword_subfield and field.mapping in ("keyword", "ip"):
+    if field.keyword_subfield and field.mapping in ("keyword", "ip", "integer", "long"):
         mapping["fields"] = {"keyword": {"type": "keyword", "ignore_above": 1024}}
     return mapping
 
@@ -272,7 +272,9 @@ def component_names(engine: str, config: TargetConfig) -> dict[str, str]:
 
 
 def lifecycle_name(config: TargetConfig) -> str:
-    return f"{PREFIX}-{config.mode}-{config.retention_days}d"
+    # Not versioned by retention: changing it updates the one policy (two OpenSearch ISM
+    # policies with the same ism_template patterns would conflict).
+    return f"{PREFIX}-{config.mode}"
 
 
 def render_settings_component(engine: str, config: TargetConfig) -> dict:

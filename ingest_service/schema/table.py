@@ -153,6 +153,11 @@ _ELEMENTS: list[tuple[str, str | None, str, str, str]] = [
 # mapping made every string (and every address) text + keyword.
 _KEYWORD_SUBFIELD_ROLES = {"pod", "namespace", "node", "service", "policy", "address", "dimension", "labels", "uuid", "flowkey"}
 
+# The old Logstash filter stored TCP/UDP as text in protocolIdentifier, so dashboards query
+# protocolIdentifier.keyword; ours keeps the number there (its .keyword shows "6"; the name is
+# in protocolName).
+_NUMERIC_KEYWORD_SUBFIELDS = {"protocolIdentifier"}
+
 # Derived fields: (name, mapping, inputs, ecs, role, fmt, description)
 _DERIVED: list[tuple[str, str, tuple[str, ...], str | None, str, str, str]] = [
     ("bytes", "long", ("octetTotalCount", "octetDeltaCount"), "network.bytes", "metric", "bytes",
@@ -239,8 +244,9 @@ def flow_schema() -> Schema:
         mapping = _MAPPING_OF_TYPE.get(element.type, "keyword")
         if name == "egressIP":
             mapping = "ip"  # Antrea's registry types it as string; it always carries an address
+        subfield = (mapping in ("keyword", "ip") and role in _KEYWORD_SUBFIELD_ROLES) or name in _NUMERIC_KEYWORD_SUBFIELDS
         rows.append(FlowField(name, mapping, description, (element.enterprise, element.id), (), ecs or _ECS_K8S.get(name),
-                              role, fmt, role in _KEYWORD_SUBFIELD_ROLES))
+                              role, fmt, subfield))
     for name, mapping, ecs, role, fmt, description in _COLLECTOR:
         rows.append(FlowField(name, mapping, description, None, (), ecs, role, fmt, False))
     for name, mapping, inputs, ecs, role, fmt, description in _DERIVED:

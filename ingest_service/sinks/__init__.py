@@ -30,9 +30,12 @@ class Sink(Protocol):
 
 
 class SinkError(Exception):
-    def __init__(self, message: str, lost: int):
+    """Some lines could not be delivered: ``lost`` of them; ``written`` others did arrive."""
+
+    def __init__(self, message: str, lost: int, written: int = 0):
         super().__init__(message)
         self.lost = lost
+        self.written = written
 
 
 # documents.to_document puts @timestamp first, as "YYYY-MM-DDTHH:MM:SS.mmmZ".

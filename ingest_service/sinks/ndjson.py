@@ -93,7 +93,7 @@ class NdjsonFileSink:
                 failure = exc
                 self._forget(day)  # reopen next time: the directory may be back
         if failure is not None:
-            raise SinkError(f"writing {self.directory}: {failure}", lost)
+            raise SinkError(f"writing {self.directory}: {failure}", lost, written)
         return written
 
     def close(self) -> int:

@@ -1,0 +1,488 @@
+"""``flow-ingest serve``: listeners, workers and their supervisor.
+
+Process model::
+
+    supervisor (this process: binds the sockets, restarts workers, merges counters)
+     ├─ udp-0 … udp-N-1   one per SO_REUSEPORT socket: reader -> decode -> writer threads
+     └─ tcp               acceptor + a thread per connection -> decode -> writer threads
+
+Workers are forked, inherit their socket and report counters to the supervisor over a
+pipe every second.  The supervisor keeps the sockets open while a worker is replaced,
+so nothing is refused meanwhile and each exporter keeps hashing to the same UDP
+worker.  SIGTERM/SIGINT: each worker stops reading, decodes what is queued, flushes
+its sink and exits; the supervisor then exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from .documents import DocumentLayout
+from .listener.pipeline import WorkerSnapshot
+
+log = logging.getLogger("flow_ingest.serve")
+
+IPFIX_PORT = 4739  # IANA "ipfix" (udp, tcp, sctp)
+REPORT_INTERVAL = 1.0  # seconds between a worker's counter reports (and stats file writes)
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+# Always present in the stats file (zero until something happens), so readers can rely on them.
+STABLE_KEYS = (
+    "messages", "records", "documents_written", "documents_lost", "sink_errors",
+    "udp_datagrams", "udp_queue_drops", "udp_kernel_drops",
+    "tcp_connections", "tcp_messages", "tcp_framing_errors", "tcp_backpressure_waits",
+    "tls_handshake_failures", "worker_restarts",
+)
+
+
+def _byte_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    clean = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if clean and clean[-1] in units:
+            return int(float(clean[:-1]) * units[clean[-1]])
+        return int(clean)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte size: {text!r} (e.g. 8388608, 8M, 8MiB)") from None
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return value
+    return parse
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    udp = parser.add_argument_group("UDP")
+    udp.add_argument("--udp-address", default="0.0.0.0", help="address to receive IPFIX/NetFlow datagrams on; "
+                     "'::' for IPv6 and IPv4 (default: 0.0.0.0)")
+    udp.add_argument("--udp-port", type=int, default=IPFIX_PORT, help=f"0 disables UDP (default: {IPFIX_PORT})")
+    udp.add_argument("--udp-workers", type=_positive(int), default=1,
+                     help="worker processes sharing the UDP port through SO_REUSEPORT; the kernel hashes "
+                          "each exporter (source address and port) to one of them (default: 1)")
+    udp.add_argument("--udp-receive-buffer", type=_byte_size, default=8 << 20, metavar="BYTES",
+                     help="SO_RCVBUF to request per socket; the kernel caps it at net.core.rmem_max "
+                          "unless we may override it (default: 8MiB)")
+    udp.add_argument("--udp-queue", type=_positive(int), default=20_000, metavar="DATAGRAMS",
+                     help="datagrams queued per worker between reader and decoder; beyond that they are "
+                          "dropped and counted (default: 20000)")
+
+    tcp = parser.add_argument_group("TCP and TLS")
+    tcp.add_argument("--tcp-address", default="0.0.0.0", help="address to accept IPFIX-over-TCP/TLS on (default: 0.0.0.0)")
+    tcp.add_argument("--tcp-port", type=int, default=IPFIX_PORT, help=f"0 disables TCP/TLS (default: {IPFIX_PORT})")
+    tcp.add_argument("--tcp-max-connections", type=_positive(int), default=1024, help="(default: 1024)")
+    tcp.add_argument("--tcp-queue", type=_positive(int), default=2000, metavar="MESSAGES",
+                     help="messages queued between connections and decoder; when full, connections "
+                          "pause reading (backpressure) (default: 2000)")
+    tcp.add_argument("--tls-cert", metavar="PEM", help="server certificate (chain): the TCP port then speaks TLS "
+                     "only, as Antrea's Flow Aggregator expects")
+    tcp.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    tcp.add_argument("--tls-client-ca", metavar="PEM", help="require client certificates signed by this CA (mTLS)")
+
+    decode = parser.add_argument_group("decoding")
+    decode.add_argument("--template-lifetime", type=_positive(float), default=1800.0, metavar="SECONDS",
+                        help="UDP templates not refreshed for this long are forgotten (default: 1800)")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", choices=("ndjson", "-"), default="ndjson",
+                     help="ndjson: daily files DATA_DIR/flow-YYYY.MM.DD.ndjson; -: NDJSON on stdout (default: ndjson)")
+    out.add_argument("--data-dir", default="./data", help="directory for the NDJSON files (default: ./data)")
+    out.add_argument("--flush-interval", type=_positive(float), default=1.0, metavar="SECONDS",
+                     help="longest time a document waits in memory before it is written (default: 1)")
+    out.add_argument("--output-queue", type=_positive(int), default=64, metavar="BATCHES",
+                     help="batches of documents queued per worker for the output (default: 64)")
+
+    ops = parser.add_argument_group("operation")
+    ops.add_argument("--stats-file", metavar="PATH", help="write all workers' merged counters here as JSON every second")
+    ops.add_argument("--stats-interval", type=_positive(float), default=60.0, metavar="SECONDS",
+                     help="log the counters at INFO this often (default: 60)")
+    ops.add_argument("--shutdown-timeout", type=_positive(float), default=10.0, metavar="SECONDS",
+                     help="on SIGTERM/SIGINT, how long workers may take to drain before they are killed (default: 10)")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    udp_address: str = "0.0.0.0"
+    udp_port: int = IPFIX_PORT
+    udp_workers: int = 1
+    udp_receive_buffer: int = 8 << 20
+    udp_queue: int = 20_000
+    tcp_address: str = "0.0.0.0"
+    tcp_port: int = IPFIX_PORT
+    tcp_max_connections: int = 1024
+    tcp_queue: int = 2000
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    template_lifetime: float = 1800.0
+    output: str = "ndjson"
+    data_dir: str = "./data"
+    flush_interval: float = 1.0
+    output_queue: int = 64
+    stats_file: str | None = None
+    stats_interval: float = 60.0
+    shutdown_timeout: float = 10.0
+    layout: DocumentLayout = field(default_factory=DocumentLayout)
+    definitions: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args) -> "ServeConfig":
+        names = [f for f in cls.__dataclass_fields__ if f not in ("layout", "definitions")]
+        # The same document layout as `flow-ingest decode` (cli._layout).
+        layout = DocumentLayout(target=args.target, netflow_target=args.netflow_target, type=args.target)
+        return cls(**{n: getattr(args, n) for n in names}, layout=layout, definitions=tuple(args.definitions))
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.udp_port and not self.tcp_port:
+            found.append("both --udp-port and --tcp-port are 0: nothing to listen on")
+        for name in ("udp_port", "tcp_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                found.append(f"--{name.replace('_', '-')} {getattr(self, name)} is not a port number")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            found.append("--tls-cert and --tls-key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            found.append("--tls-client-ca needs --tls-cert and --tls-key")
+        if self.tls_cert and not self.tcp_port:
+            found.append("TLS is served on --tcp-port, which is 0")
+        return found
+
+    @property
+    def worker_drain_timeout(self) -> float:
+        # Workers get a little less than the supervisor waits, so they finish first.
+        return max(1.0, self.shutdown_timeout - 1.0)
+
+
+# -- counters ------------------------------------------------------------------------
+
+
+class StatsBook:
+    """Merges the workers' reports into one set of totals.
+
+    Counters of a worker that died are kept (``retire``) so totals never go back.
+    Cumulative values (kernel counters of a socket, which outlives its worker) are
+    taken as the highest value reported per worker slot instead of summed over lives.
+    """
+
+    def __init__(self):
+        self._retired: Counter = Counter()
+        self._current: dict[str, WorkerSnapshot] = {}
+        self._cumulative: dict[str, dict] = {}
+        self.own: Counter = Counter()  # the supervisor's own counters (worker_restarts)
+
+    def update(self, slot: str, snapshot: WorkerSnapshot) -> None:
+        self._current[slot] = snapshot
+        best = self._cumulative.setdefault(slot, {})
+        for key, value in snapshot.cumulative.items():
+            best[key] = max(best.get(key, 0), value)
+
+    def retire(self, slot: str) -> None:
+        snapshot = self._current.pop(slot, None)
+        if snapshot is not None:
+            self._retired.update(snapshot.counters)
+
+    def merged(self) -> dict:
+        totals: Counter = Counter({key: 0 for key in STABLE_KEYS})
+        totals.update(self._retired)
+        gauges: Counter = Counter()
+        for snapshot in self._current.values():
+            totals.update(snapshot.counters)
+            gauges.update(snapshot.gauges)
+        for values in self._cumulative.values():
+            totals.update(values)
+        totals.update(self.own)
+        return {**dict(sorted(totals.items())), **dict(sorted(gauges.items()))}
+
+
+def format_counters(counters: dict) -> str:
+    return " ".join(f"{key}={value}" for key, value in counters.items() if value) or "(all zero)"
+
+
+def write_stats_file(path: str, counters: dict) -> None:
+    # Readers must never see a half-written file: write aside, then rename over it.
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(orjson.dumps(counters, option=orjson.OPT_INDENT_2) + b"\n")
+    os.replace(temporary, target)
+
+
+# -- workers (run in the forked children) --------------------------------------------
+
+
+def _make_sink(config: ServeConfig, stdout_lock):
+    from .sinks.ndjson import NdjsonFileSink, NdjsonStreamSink
+
+    if config.output == "-":
+        return NdjsonStreamSink(sys.stdout.fileno(), lock=stdout_lock)
+    return NdjsonFileSink(config.data_dir)
+
+
+def _new_decoder(config: ServeConfig, registry):
+    from .ipfix.decoder import DecoderConfig, FlowDecoder
+
+    return FlowDecoder(registry, DecoderConfig(template_lifetime=config.template_lifetime))
+
+
+def build_udp_worker(config: ServeConfig, registry, sock, stdout_lock=None, name: str = "udp"):
+    from .listener.udp import UdpWorker
+
+    return UdpWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock), config.layout,
+                     queue_size=config.udp_queue, output_queue_size=config.output_queue,
+                     flush_interval=config.flush_interval, name=name)
+
+
+def build_stream_worker(config: ServeConfig, registry, sock, tls, stdout_lock=None, name: str = "tcp"):
+    from .listener.tcp import StreamWorker
+
+    return StreamWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock), config.layout,
+                        tls=tls, max_connections=config.tcp_max_connections, queue_size=config.tcp_queue,
+                        output_queue_size=config.output_queue, flush_interval=config.flush_interval, name=name)
+
+
+def _send(conn, snapshot: WorkerSnapshot) -> bool:
+    try:
+        conn.send(snapshot)
+        return True
+    except (OSError, EOFError, ValueError):
+        return False
+
+
+def _worker_main(name: str, build, conn, config: ServeConfig) -> None:
+    """Body of a worker process: run the worker, report counters, stop on a signal."""
+    stop = threading.Event()
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, lambda *_: stop.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the supervisor around fork
+    worker = build()
+    worker.start()
+    supervisor = os.getppid()
+    while not stop.wait(REPORT_INTERVAL):
+        if not _send(conn, worker.snapshot()) or os.getppid() != supervisor:
+            log.warning("%s: supervisor gone, stopping", name)
+            break
+        if not worker.healthy():
+            log.error("%s: a worker thread died; exiting to be restarted", name)
+            sys.exit(3)
+    finished = worker.stop(config.worker_drain_timeout)
+    _send(conn, worker.snapshot())
+    if not finished:
+        log.error("%s: could not drain in %.1fs; queued documents were lost", name, config.worker_drain_timeout)
+        sys.exit(1)
+
+
+# -- supervisor ----------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    name: str
+    build: object  # () -> worker, run in the child
+    process: multiprocessing.process.BaseProcess | None = None
+    conn: multiprocessing.connection.Connection | None = None
+    started_at: float = 0.0
+    quick_failures: int = 0
+    start_after: float = 0.0  # monotonic time of the next (re)start
+
+
+class Supervisor:
+    def __init__(self, config: ServeConfig, slots: list[_Slot], context=None):
+        self.config = config
+        self.slots = slots
+        self.context = context or multiprocessing.get_context("fork")
+        self.book = StatsBook()
+        self.stopping = False
+
+    def run(self) -> int:
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        self._write_stats()  # its existence tells watchers that the sockets are bound
+        for slot in self.slots:
+            self._start(slot)  # even if a stop comes at once: what was received gets drained
+        next_log = time.monotonic() + self.config.stats_interval
+        next_stats = time.monotonic() + REPORT_INTERVAL
+        while not self.stopping:
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.process is None and now >= slot.start_after:
+                    self._start(slot)
+            self._collect(timeout=0.2)
+            self._reap()
+            now = time.monotonic()
+            if now >= next_stats:
+                self._write_stats()
+                next_stats = now + REPORT_INTERVAL
+            if now >= next_log:
+                log.info("stats: %s", format_counters(self.book.merged()))
+                next_log = now + self.config.stats_interval
+        return self._shutdown()
+
+    def _on_signal(self, signum, frame) -> None:
+        if not self.stopping:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _start(self, slot: _Slot) -> None:
+        receiver, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_worker_main, args=(slot.name, slot.build, sender, self.config),
+                                       name=f"flow-ingest-{slot.name}", daemon=False)
+        # A stop signal arriving before the child installs its handlers would hit ours
+        # in the child (and be lost): keep them blocked across the fork.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        sender.close()
+        slot.process, slot.conn, slot.started_at = process, receiver, time.monotonic()
+        log.debug("started %s (pid %d)", slot.name, process.pid)
+
+    def _collect(self, timeout: float) -> None:
+        live = [s for s in self.slots if s.process is not None]
+        waitables = [s.conn for s in live] + [s.process.sentinel for s in live]
+        if not waitables:
+            time.sleep(timeout)
+            return
+        multiprocessing.connection.wait(waitables, timeout)
+        for slot in live:
+            self._read_reports(slot)
+
+    def _read_reports(self, slot: _Slot) -> None:
+        try:
+            while slot.conn.poll():
+                self.book.update(slot.name, slot.conn.recv())
+        except (EOFError, OSError):
+            pass  # the worker is gone; _reap notices
+
+    def _reap(self) -> None:
+        for slot in self.slots:
+            process = slot.process
+            if process is None or process.is_alive():
+                continue
+            process.join()
+            self._read_reports(slot)
+            slot.conn.close()
+            slot.process = slot.conn = None
+            self.book.retire(slot.name)
+            self.book.own["worker_restarts"] += 1
+            # Restart at once, unless it keeps dying young: then back off, up to 10 s.
+            lived = time.monotonic() - slot.started_at
+            slot.quick_failures = slot.quick_failures + 1 if lived < 10.0 else 0
+            delay = 0.0 if slot.quick_failures <= 1 else min(10.0, 0.5 * 2 ** (slot.quick_failures - 2))
+            slot.start_after = time.monotonic() + delay
+            log.error("worker %s (pid %d) died with %s; restarting it%s", slot.name, process.pid,
+                      _exit_text(process.exitcode), f" in {delay:.1f}s" if delay else "")
+
+    def _shutdown(self) -> int:
+        live = [s for s in self.slots if s.process is not None]
+        for slot in live:
+            try:
+                os.kill(slot.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        while any(s.process.is_alive() for s in live) and time.monotonic() < deadline:
+            self._collect(timeout=0.1)
+        clean = True
+        for slot in live:
+            if slot.process.is_alive():
+                log.error("worker %s did not stop within %.1fs: killing it", slot.name, self.config.shutdown_timeout)
+                slot.process.kill()
+            slot.process.join()
+            self._read_reports(slot)
+            slot.conn.close()
+            if slot.process.exitcode != 0:
+                clean = False
+                log.error("worker %s ended with %s", slot.name, _exit_text(slot.process.exitcode))
+        self._write_stats()
+        log.info("stopped; final stats: %s", format_counters(self.book.merged()))
+        return 0 if clean else 1
+
+    def _write_stats(self) -> None:
+        if not self.config.stats_file:
+            return
+        try:
+            write_stats_file(self.config.stats_file, self.book.merged())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.config.stats_file, exc)
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def run_serve(args) -> int:
+    from .ipfix.registry import default_registry
+    from .listener.sockets import open_tcp_socket, open_udp_sockets
+    from .listener.tcp import server_tls_context
+
+    config = ServeConfig.from_args(args)
+    problems = config.problems()
+    for problem in problems:
+        print(f"flow-ingest serve: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    try:
+        registry = default_registry(config.definitions)
+        tls = server_tls_context(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None
+        if config.output == "ndjson":
+            Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        print(f"flow-ingest serve: {exc}", file=sys.stderr)
+        return 2
+
+    context = multiprocessing.get_context("fork")
+    stdout_lock = context.Lock() if config.output == "-" else None  # one writer at a time on a shared stream
+    slots: list[_Slot] = []
+    sockets = []
+    try:
+        if config.udp_port:
+            udp_sockets = open_udp_sockets(config.udp_address, config.udp_port, config.udp_workers,
+                                           config.udp_receive_buffer)
+            sockets += udp_sockets
+            for index, sock in enumerate(udp_sockets):
+                name = f"udp-{index}"
+                slots.append(_Slot(name, _bound(build_udp_worker, config, registry, sock, stdout_lock, name)))
+            log.info("listening on udp %s:%d with %d worker(s)", config.udp_address, config.udp_port, config.udp_workers)
+        if config.tcp_port:
+            sock = open_tcp_socket(config.tcp_address, config.tcp_port)
+            sockets.append(sock)
+            slots.append(_Slot("tcp", _bound(build_stream_worker, config, registry, sock, tls, stdout_lock, "tcp")))
+            mode = "tcp"
+            if tls is not None:
+                mode = "tls (client certificates required)" if config.tls_client_ca else "tls"
+            log.info("listening on %s %s:%d", mode, config.tcp_address, config.tcp_port)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        print(f"flow-ingest serve: cannot listen: {exc}", file=sys.stderr)
+        return 2
+    if config.output == "-":
+        log.info("writing NDJSON to stdout")
+    else:
+        log.info("writing NDJSON to %s/flow-YYYY.MM.DD.ndjson", config.data_dir)
+    try:
+        return Supervisor(config, slots, context).run()
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _bound(function, *args):
+    return lambda: function(*args)
