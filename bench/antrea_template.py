@@ -73,6 +73,10 @@ def record_bytes(fields, rng: random.Random, now: int) -> bytes:
                 value = f"allow-web-{n}".encode() if n % 3 else b""
             elif "Namespace" in name:
                 value = b"prod" if n % 2 else b"default"
+            elif name == "egressIP":
+                value = f"10.10.9.{n}".encode() if n % 2 else b""
+            elif name == "tcpState":
+                value = b"ESTABLISHED"
             elif "Node" in name:
                 value = f"node-{n % 3 + 1}".encode()
             else:

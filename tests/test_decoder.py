@@ -250,3 +250,15 @@ def test_reserved_set_ids_are_skipped():
     decoder = fresh()
     message = ipfix_message(ipfix_set(5, b"\0" * 8), template_set(template_record(300, [Field(7, 2)])), data_set(300, b"\0\7"))
     assert len(decoder.decode(message, UDP_A, 0)) == 1 and decoder.stats["reserved_sets"] == 1
+
+
+def test_several_strings_decoded_together_keep_nul_and_utf8_rules():
+    # records with many strings decode them in one pass; a NUL inside a value must still cut
+    # that value only, and invalid UTF-8 must not bleed into the next value
+    fields = [Field(82, VARIABLE), Field(83, VARIABLE), Field(84, VARIABLE)]
+    clean = varlen(b"eth0") + varlen("caf\u00e9".encode()) + varlen(b"s1")
+    with_nul = varlen(b"GET\0junk") + varlen(b"b\xc3") + varlen(b"")
+    message = ipfix_message(template_set(template_record(403, fields)), data_set(403, clean, with_nul))
+    first, second = fresh().decode(message, UDP_A, 0)
+    assert first.fields == {"interfaceName": "eth0", "interfaceDescription": "café", "samplerName": "s1"}
+    assert second.fields == {"interfaceName": "GET", "interfaceDescription": "b\ufffd", "samplerName": ""}

@@ -147,6 +147,7 @@ def compile_fields(fields: tuple[ResolvedField, ...]):
         return name
 
     all_fixed = all(kind == "fixed" for kind, _ in groups)
+    string_slots: list[str] = []  # raw slices of variable-length strings, decoded together
     for group_index, (kind, payload) in enumerate(groups):
         if kind == "fixed":
             codes = []
@@ -201,8 +202,8 @@ def compile_fields(fields: tuple[ResolvedField, ...]):
             if not field.skip:
                 converter, needs_ctx = _variable_converter(field)
                 if converter is values.string_text:
-                    # inline the NUL check: a function call per string costs more than the decode
-                    call = f"({raw}.decode('utf-8', 'replace') if b'\\0' not in {raw} else {bind(converter)}({raw}))"
+                    string_slots.append(raw)
+                    call = f"T[{len(string_slots) - 1}]"
                 else:
                     call = f"{bind(converter)}({raw}, ctx)" if needs_ctx else f"{bind(converter)}({raw})"
                 items.append(f"{field.name!r}: {call}")
@@ -229,6 +230,13 @@ def compile_fields(fields: tuple[ResolvedField, ...]):
         ]
         lines.extend("            " + line for line in body)
         lines.append("            if off > end: raise TruncatedRecord")
+        if string_slots:
+            # One join + decode + split for all strings of the record: NUL is the separator,
+            # so a value containing NUL changes the count and takes the per-value path.
+            namespace["STR"] = values.string_text
+            joined = ", ".join(string_slots)
+            lines.append(f"            T = b'\\0'.join(({joined},)).decode('utf-8', 'replace').split('\\0')")
+            lines.append(f"            if len(T) != {len(string_slots)}: T = [STR(x) for x in ({joined},)]")
         lines.append(f"            append({record})")
         lines.extend([
             "    except (TruncatedRecord, struct_error, IndexError):",
