@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("directory")
     export.set_defaults(func=cmd_export_assets)
 
+    from .dashboards.cli import add_dashboards_arguments
+
+    add_dashboards_arguments(sub)
+
     try:
         from .service import add_serve_arguments, run_serve
     except ImportError:  # pragma: no cover - during bootstrap only
