@@ -129,7 +129,8 @@ def cmd_setup(args) -> int:
     info = client.info
     print(f"engine: {info.kind} {'.'.join(map(str, info.version))}")
     try:
-        run_setup(client, target_config(args), dry_run=args.dry_run)
+        require = tuple(x for x in (args.require or "").split(",") if x)
+        run_setup(client, target_config(args), dry_run=args.dry_run, require=require)
     except SetupError as exc:
         print(f"flow-ingest setup: {exc}", file=sys.stderr)
         return 1
@@ -160,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_arguments(setup)
     add_target_arguments(setup)
     setup.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
+    setup.add_argument("--require", default=os.environ.get("FLOW_INGEST_SETUP_REQUIRE", ""), metavar="pipeline,lifecycle",
+                       help="fail instead of warning when the engine lacks ingest pipelines or ILM/ISM")
     setup.set_defaults(func=cmd_setup, target="ipfix")
 
     export = sub.add_parser("export-assets", help="write index templates, pipelines and lifecycle policies as files")

@@ -11,6 +11,13 @@ pipe every second.  The supervisor keeps the sockets open while a worker is repl
 so nothing is refused meanwhile and each exporter keeps hashing to the same UDP
 worker.  SIGTERM/SIGINT: each worker stops reading, decodes what is queued, flushes
 its sink and exits; the supervisor then exits 0.
+
+Defaults: UDP and TCP both on 0.0.0.0:4739 (the IANA IPFIX port), so exporters on
+other hosts reach a freshly started collector; TLS replaces plain TCP on that port
+when --tls-cert/--tls-key are given (Antrea's Flow Aggregator sends TLS to the
+collector's TCP port).  With --udp-workers N the kernel's SO_REUSEPORT hash of
+(source address, source port, destination address, destination port) keeps every
+exporter on one worker, which therefore holds all of that exporter's templates.
 """
 from __future__ import annotations
 
@@ -21,7 +28,6 @@ import multiprocessing.connection
 import os
 import signal
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +37,7 @@ import orjson
 
 from .documents import DocumentLayout
 from .listener.pipeline import WorkerSnapshot
+from .ratelog import RateLimitedLog
 
 log = logging.getLogger("flow_ingest.serve")
 
@@ -263,15 +270,15 @@ def _send(conn, snapshot: WorkerSnapshot) -> bool:
 
 
 def _worker_main(name: str, build, conn, config: ServeConfig) -> None:
-    """Body of a worker process: run the worker, report counters, stop on a signal."""
-    stop = threading.Event()
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, lambda *_: stop.set())
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the supervisor around fork
+    """Body of a worker process: run the worker, report counters, stop on a signal.
+
+    The stop signals arrive blocked (the supervisor forks with them blocked) and stay
+    so, in every thread: they are taken synchronously here, with no handler to race.
+    """
     worker = build()
     worker.start()
     supervisor = os.getppid()
-    while not stop.wait(REPORT_INTERVAL):
+    while signal.sigtimedwait(_STOP_SIGNALS, REPORT_INTERVAL) is None:
         if not _send(conn, worker.snapshot()) or os.getppid() != supervisor:
             log.warning("%s: supervisor gone, stopping", name)
             break
@@ -305,7 +312,8 @@ class Supervisor:
         self.slots = slots
         self.context = context or multiprocessing.get_context("fork")
         self.book = StatsBook()
-        self.stopping = False
+        self.stop_signal = 0
+        self._log = RateLimitedLog(log)
 
     def run(self) -> int:
         for signum in _STOP_SIGNALS:
@@ -315,7 +323,7 @@ class Supervisor:
             self._start(slot)  # even if a stop comes at once: what was received gets drained
         next_log = time.monotonic() + self.config.stats_interval
         next_stats = time.monotonic() + REPORT_INTERVAL
-        while not self.stopping:
+        while not self.stop_signal:
             now = time.monotonic()
             for slot in self.slots:
                 if slot.process is None and now >= slot.start_after:
@@ -329,19 +337,17 @@ class Supervisor:
             if now >= next_log:
                 log.info("stats: %s", format_counters(self.book.merged()))
                 next_log = now + self.config.stats_interval
+        log.info("received %s: stopping", signal.Signals(self.stop_signal).name)
         return self._shutdown()
 
     def _on_signal(self, signum, frame) -> None:
-        if not self.stopping:
-            log.info("received %s: stopping", signal.Signals(signum).name)
-        self.stopping = True
+        self.stop_signal = self.stop_signal or signum  # only a flag: the loop notices it
 
     def _start(self, slot: _Slot) -> None:
         receiver, sender = self.context.Pipe(duplex=False)
         process = self.context.Process(target=_worker_main, args=(slot.name, slot.build, sender, self.config),
                                        name=f"flow-ingest-{slot.name}", daemon=False)
-        # A stop signal arriving before the child installs its handlers would hit ours
-        # in the child (and be lost): keep them blocked across the fork.
+        # The child inherits this mask: it takes the stop signals with sigtimedwait.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             process.start()
@@ -418,7 +424,7 @@ class Supervisor:
         try:
             write_stats_file(self.config.stats_file, self.book.merged())
         except OSError as exc:
-            log.warning("cannot write %s: %s", self.config.stats_file, exc)
+            self._log.warning("stats_file", "cannot write %s: %s", self.config.stats_file, exc)
 
 
 def _exit_text(code: int | None) -> str:

@@ -68,7 +68,7 @@ def with_hash(kind: str, body: dict) -> dict:
     return body
 
 
-def plan(engine: str, config: render.TargetConfig, current: dict) -> list[Step]:
+def plan(engine: str, config: render.TargetConfig, current: dict, caps: render.Capabilities = render.FULL) -> list[Step]:
     """Steps to bring the engine to the rendered state.
 
     ``current`` maps (kind, name) -> the asset as the engine returns it (None when absent),
@@ -77,7 +77,7 @@ def plan(engine: str, config: render.TargetConfig, current: dict) -> list[Step]:
     """
     steps: list[Step] = []
     template_changed = False
-    for asset in desired_assets(engine, config):
+    for asset in desired_assets(engine, config, caps):
         kind, name = asset["kind"], asset["name"]
         body = with_hash(kind, asset["body"])
         installed = current.get((kind, name))
@@ -97,7 +97,10 @@ def plan(engine: str, config: render.TargetConfig, current: dict) -> list[Step]:
 
     exists = current.get(("target", config.name), False)
     if config.mode == "datastream":
-        if not exists:
+        if exists is None:
+            steps.append(Step("skip", "data_stream", config.name,
+                              reason="no data stream API on this node: created by the first write"))
+        elif not exists:
             steps.append(Step("create", "data_stream", config.name, "PUT", f"/_data_stream/{config.name}"))
         elif template_changed:
             steps.append(Step("rollover", "data_stream", config.name, "POST", f"/{config.name}/_rollover",
@@ -119,9 +122,35 @@ def plan(engine: str, config: render.TargetConfig, current: dict) -> list[Step]:
 
 # -- the I/O shell -------------------------------------------------------------------
 
-def read_current(client, engine: str, config: render.TargetConfig) -> dict:
+def probe_capabilities(client, engine: str) -> render.Capabilities:
+    """Which optional engine features exist (minimal distributions lack some)."""
+    needed = {"script", "json", "community_id"}
+    nodes = client.perform("GET", "/_nodes/ingest", params={"filter_path": "nodes.*.ingest.processors"})
+    processors: set[str] = set()
+    if nodes.ok and isinstance(nodes.body, dict):
+        for node in (nodes.body.get("nodes") or {}).values():
+            processors |= {p.get("type") for p in node.get("ingest", {}).get("processors", [])}
+    pipeline = needed <= processors
+    if engine == "elasticsearch":
+        lifecycle = client.perform("GET", "/_ilm/status").ok
+    else:
+        plugins = client.perform("GET", "/_cat/plugins", params={"format": "json"})
+        names = {p.get("component") for p in plugins.body} if plugins.ok and isinstance(plugins.body, list) else set()
+        lifecycle = "opensearch-index-management" in names
+    return render.Capabilities(pipeline=pipeline, lifecycle=lifecycle)
+
+
+_MISSING_HELP = {
+    "pipeline": "no ingest pipeline (the node lacks ingest-common/painless): only documents normalized by "
+                "flow-ingest itself get the derived fields; plain _bulk writes stay raw",
+    "lifecycle": "no lifecycle policy (Elasticsearch without ILM / OpenSearch without the index-management "
+                 "plugin): indices are neither rolled over nor deleted automatically",
+}
+
+
+def read_current(client, engine: str, config: render.TargetConfig, caps: render.Capabilities = render.FULL) -> dict:
     current: dict = {}
-    for asset in desired_assets(engine, config):
+    for asset in desired_assets(engine, config, caps):
         kind, name = asset["kind"], asset["name"]
         response = client.perform("GET", asset["path"])
         if response.status == 404:
@@ -144,15 +173,24 @@ def read_current(client, engine: str, config: render.TargetConfig) -> dict:
             items = body.get("index_templates") or []
             current[(kind, name)] = items[0]["index_template"] if items else None
     if config.mode == "datastream":
-        current[("target", config.name)] = client.perform("GET", f"/_data_stream/{config.name}").ok
+        response = client.perform("GET", f"/_data_stream/{config.name}")
+        current[("target", config.name)] = None if response.status == 405 else response.ok
     elif config.mode == "alias":
         current[("target", config.name)] = client.perform("GET", f"/_alias/{config.name}").ok
     return current
 
 
-def run_setup(client, config: render.TargetConfig, *, dry_run: bool = False, out=print) -> list[Step]:
+def run_setup(client, config: render.TargetConfig, *, dry_run: bool = False, out=print,
+              require: tuple[str, ...] = ()) -> list[Step]:
+    """Install or upgrade everything. ``require`` names capabilities whose absence is an error
+    (by default a missing pipeline or lifecycle feature is skipped with a warning)."""
     engine = client.info.kind
-    steps = plan(engine, config, read_current(client, engine, config))
+    caps = probe_capabilities(client, engine)
+    for name in caps.missing():
+        if name in require:
+            raise SetupError(f"the engine lacks {name} support: {_MISSING_HELP[name]}")
+        out(f"WARNING: {_MISSING_HELP[name]}")
+    steps = plan(engine, config, read_current(client, engine, config, caps), caps)
     for step in steps:
         out(("would " if dry_run and step.action != "skip" else "") + step.describe())
         if dry_run or step.action == "skip":

@@ -55,35 +55,46 @@ class _Truncated(Exception):
 
 
 class _FramedReader:
+    """Exact-size reads from a stream, through one buffer (few syscalls per message)."""
+
+    CHUNK = 65536
+
     def __init__(self, conn: socket.socket, stop: threading.Event, drain_seconds: float):
         self.conn = conn
         self.stop = stop
         self.drain_seconds = drain_seconds
+        self._buffer = bytearray()
         self._drain_deadline: float | None = None
 
     def read_exact(self, size: int, at_boundary: bool) -> bytes:
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        got = 0
-        while got < size:
+        buffer = self._buffer
+        while len(buffer) < size:
+            between_messages = at_boundary and not buffer
+            if between_messages and self._drain_over():
+                raise _ConnectionEnded()
             try:
-                count = self.conn.recv_into(view[got:], size - got)
+                chunk = self.conn.recv(self.CHUNK)
             except TimeoutError:
                 if self.stop.is_set():
-                    # Stopping: the exporter sent nothing for a poll interval, so what it
-                    # had sent before the stop has all been read.
-                    raise (_ConnectionEnded if at_boundary and got == 0 else _Truncated)() from None
+                    # Stopping, and the exporter sent nothing for a poll interval: all it
+                    # sent before the stop has been read.
+                    raise (_ConnectionEnded if between_messages else _Truncated)() from None
                 continue
-            if count == 0:
-                raise (_ConnectionEnded if at_boundary and got == 0 else _Truncated)()
-            got += count
-            if self.stop.is_set():
-                # Keep reading what is in flight, but a chatty exporter must not delay the stop forever.
-                if self._drain_deadline is None:
-                    self._drain_deadline = time.monotonic() + self.drain_seconds
-                elif time.monotonic() > self._drain_deadline:
-                    raise _Truncated()
-        return bytes(buffer)
+            if not chunk:
+                raise (_ConnectionEnded if between_messages else _Truncated)()
+            buffer += chunk
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
+
+    def _drain_over(self) -> bool:
+        # While stopping, keep reading what is in flight, but a chatty exporter must
+        # not delay the stop forever.
+        if not self.stop.is_set():
+            return False
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + self.drain_seconds
+        return time.monotonic() > self._drain_deadline
 
 
 class StreamListener:

@@ -3,12 +3,14 @@
 The reader never waits for anything downstream: a datagram that finds the inbox full
 is dropped and counted (``udp_queue_drops``), so a slow output costs datagrams we can
 count rather than kernel drops we only learn about afterwards.  The kernel's own
-drops (receive buffer full) come with every datagram as SO_RXQ_OVFL ancillary data:
-a per-socket total, reported as ``udp_kernel_drops``.
+drops (receive buffer full) come with every datagram as SO_RXQ_OVFL ancillary data,
+and are read from /proc/net/udp when reporting: a per-socket total, reported as
+``udp_kernel_drops``.
 """
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import threading
@@ -110,6 +112,26 @@ class UdpReader(threading.Thread):
         return False
 
 
+def proc_socket_drops(sock: socket.socket) -> int | None:
+    """The kernel's drop count for ``sock`` from /proc/net/udp{,6} (Linux), None if not found.
+
+    SO_RXQ_OVFL reports drops only with the next datagram queued; after a burst that
+    overflowed the buffer and then stopped, only this table shows them.
+    """
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+        table = "/proc/net/udp6" if sock.family == socket.AF_INET6 else "/proc/net/udp"
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                columns = row.split()
+                if len(columns) >= 13 and columns[9] == inode:
+                    return int(columns[12])
+    except (OSError, ValueError, StopIteration):
+        pass
+    return None
+
+
 class UdpWorker:
     """Reader + pipeline for one UDP socket; one decoder owns all its exporters."""
 
@@ -142,4 +164,5 @@ class UdpWorker:
         counters = self.pipeline.counters()
         counters.update(udp_datagrams=reader.datagrams, udp_bytes=reader.bytes, udp_queue_drops=reader.queue_drops,
                         udp_truncated_datagrams=reader.truncated, udp_receive_errors=reader.receive_errors)
-        return WorkerSnapshot(counters, self.pipeline.gauges(), {"udp_kernel_drops": reader.kernel_drops})
+        kernel_drops = max(reader.kernel_drops, proc_socket_drops(reader.sock) or 0)
+        return WorkerSnapshot(counters, self.pipeline.gauges(), {"udp_kernel_drops": kernel_drops})

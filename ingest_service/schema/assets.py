@@ -14,14 +14,18 @@ from . import render
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def desired_assets(engine: str, config: render.TargetConfig) -> list[dict]:
+def desired_assets(engine: str, config: render.TargetConfig, caps: render.Capabilities = render.FULL) -> list[dict]:
     """Ordered install steps for one engine and target: each {kind, name, method, path, body}."""
     names = render.component_names(engine, config)
-    steps = [{"kind": "pipeline", "name": render.pipeline_name(config.layout), "method": "PUT",
-              "path": f"/_ingest/pipeline/{render.pipeline_name(config.layout)}",
-              "body": render.render_pipeline(engine, config.layout, config.target)}]
+    steps = []
+    if caps.pipeline:
+        steps.append({"kind": "pipeline", "name": render.pipeline_name(config.layout), "method": "PUT",
+                      "path": f"/_ingest/pipeline/{render.pipeline_name(config.layout)}",
+                      "body": render.render_pipeline(engine, config.layout, config.target)})
     policy = render.lifecycle_name(config)
-    if engine == "elasticsearch":
+    if not caps.lifecycle:
+        pass
+    elif engine == "elasticsearch":
         steps.append({"kind": "ilm_policy", "name": policy, "method": "PUT", "path": f"/_ilm/policy/{policy}",
                       "body": render.render_ilm_policy(config)})
     else:
@@ -31,7 +35,7 @@ def desired_assets(engine: str, config: render.TargetConfig) -> list[dict]:
                   "path": f"/_component_template/{names['mappings']}", "body": render.render_mappings_component(config)})
     steps.append({"kind": "component_template", "name": names["settings"], "method": "PUT",
                   "path": f"/_component_template/{names['settings']}",
-                  "body": render.render_settings_component(engine, config)})
+                  "body": render.render_settings_component(engine, config, caps)})
     template = render.index_template_name(config)
     steps.append({"kind": "index_template", "name": template, "method": "PUT", "path": f"/_index_template/{template}",
                   "body": render.render_index_template(engine, config)})

@@ -277,15 +277,32 @@ def lifecycle_name(config: TargetConfig) -> str:
     return f"{PREFIX}-{config.mode}"
 
 
-def render_settings_component(engine: str, config: TargetConfig) -> dict:
+@dataclass(frozen=True)
+class Capabilities:
+    """What the engine can do; setup probes it, checked-in assets assume everything."""
+
+    pipeline: bool = True  # ingest-common processors (script, json, community_id) and painless
+    lifecycle: bool = True  # ILM (Elasticsearch) / ISM plugin (OpenSearch)
+
+    def missing(self) -> list[str]:
+        return [name for name in ("pipeline", "lifecycle") if not getattr(self, name)]
+
+
+FULL = Capabilities()
+
+
+def render_settings_component(engine: str, config: TargetConfig, caps: Capabilities = FULL) -> dict:
     settings: dict = {
         "number_of_shards": config.shards,
         "number_of_replicas": config.replicas,
         "refresh_interval": "5s",
-        "default_pipeline": pipeline_name(config.layout),
         "mapping": {"total_fields": {"limit": 2000}},
     }
-    if engine == "elasticsearch":
+    if caps.pipeline:
+        settings["default_pipeline"] = pipeline_name(config.layout)
+    if not caps.lifecycle:
+        pass
+    elif engine == "elasticsearch":
         settings["lifecycle"] = {"name": lifecycle_name(config)}
         if config.mode == "alias":
             settings["lifecycle"]["rollover_alias"] = config.name

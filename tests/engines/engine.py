@@ -134,20 +134,31 @@ def _java_major(java_home: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _java_range(kind: str, version: str) -> tuple[int, int]:
+    """(min, max) Java feature release able to run the engine."""
+    if _needs_java21(kind, version):
+        return 21, 99
+    if kind == "opensearch":
+        # OpenSearch 2.x relies on the Java Security Manager, which Java 24 removed.
+        return 17, 23
+    return 17, 99
+
+
 def find_java_home(kind: str, version: str, java_home: str | os.PathLike | None = None) -> Path:
     """Pick a JDK able to run the engine.
 
     Order: explicit argument, ``FLOW_INGEST_JAVA_HOME``, then (for engines that
     need Java 21+) ``FLOW_INGEST_JAVA21_HOME`` and known JDK locations, else
-    ``JAVA_HOME`` / the ``java`` on PATH.
+    ``JAVA_HOME`` / the ``java`` on PATH; the first JDK in the engine's
+    supported range wins.
     """
-    need = 21 if _needs_java21(kind, version) else 17
+    lo, hi = _java_range(kind, version)
     candidates: list[str] = []
     if java_home:
         candidates.append(str(java_home))
     if os.environ.get("FLOW_INGEST_JAVA_HOME"):
         candidates.append(os.environ["FLOW_INGEST_JAVA_HOME"])
-    if need >= 21:
+    if lo >= 21:
         if os.environ.get("FLOW_INGEST_JAVA21_HOME"):
             candidates.append(os.environ["FLOW_INGEST_JAVA21_HOME"])
         candidates.extend(JAVA21_CANDIDATES)
@@ -156,20 +167,21 @@ def find_java_home(kind: str, version: str, java_home: str | os.PathLike | None 
     java = shutil.which("java")
     if java:
         candidates.append(str(Path(java).resolve().parent.parent))
-    if need < 21:
-        candidates.extend(JAVA21_CANDIDATES)
+    candidates.extend(str(p) for p in sorted(Path("/usr/lib/jvm").glob("*")) if p.is_dir())
     tried = []
+    seen = set()
     for cand in candidates:
         home = Path(cand)
-        if not (home / "bin" / "java").exists():
+        if home in seen or not (home / "bin" / "java").exists():
             continue
+        seen.add(home)
         major = _java_major(home)
         tried.append(f"{home} (Java {major})")
-        if major >= need:
+        if lo <= major <= hi:
             return home
     raise EngineError(
-        f"{kind} {version} needs Java {need}+; none found (tried: {', '.join(tried) or 'nothing'}). "
-        "Set FLOW_INGEST_JAVA_HOME."
+        f"{kind} {version} needs Java {lo}..{hi if hi < 99 else ''}; none found "
+        f"(tried: {', '.join(tried) or 'nothing'}). Set FLOW_INGEST_JAVA_HOME."
     )
 
 
@@ -465,7 +477,7 @@ def fetch(kind: str, version: str | None = None, *, force: bool = False, log=Non
     marker = home / ".flow-ingest-ready.json"
     if marker.is_file() and not force:
         return home
-    with _file_lock(_dist_key(kind, version)):
+    with _file_lock(f"{kind}-{version}"):
         if marker.is_file() and not force:
             return home
         t0 = time.monotonic()
@@ -480,11 +492,15 @@ def fetch(kind: str, version: str | None = None, *, force: bool = False, log=Non
             shutil.rmtree(work, ignore_errors=True)
         staged = Path(manifest.pop("_staged"))
         m2_after = _dir_size(m2)
+        # The distribution zip (55-110 MB) is unpacked now: drop it from the local
+        # Maven repo to halve the cache. (`fetch --force` downloads it again.)
+        g, a, v, _ = _dist_coordinate(kind, version)
+        shutil.rmtree(m2.joinpath(*g.split("."), a, v), ignore_errors=True)
         manifest.update(
             kind=kind,
             version=version,
             maven_download_bytes=m2_after - m2_before,
-            maven_repo_bytes=m2_after,
+            maven_repo_bytes=_dir_size(m2),
             dist_bytes=_dir_size(staged),
             fetch_seconds=round(time.monotonic() - t0, 1),
             fetched_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -513,7 +529,9 @@ def _assemble(kind: str, version: str, work: Path, log) -> dict:
         )
     extra_zips = _extra_plugin_zips(kind)
     deps = [_dist_coordinate(kind, version)]
-    if kind == "opensearch" and extra_zips:
+    if kind == "opensearch" and extra_zips and not any(
+        z.name.startswith("opensearch-job-scheduler") for z in extra_zips
+    ):
         # ISM & co. extend the job scheduler, which *is* on Maven Central.
         deps.append(("org.opensearch.plugin", "opensearch-job-scheduler", f"{version}.0", "zip"))
     (work / "pom.xml").write_text(_pom("root", deps, [f"m-{s.name}" for s in modules]))
@@ -536,6 +554,14 @@ def _assemble(kind: str, version: str, work: Path, log) -> dict:
     staged.rename(final_staged)
     unpack.rmdir()
     staged = final_staged
+    try:
+        return _install_modules(kind, version, work, staged, modules, extra_zips, dep_dir, log)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def _install_modules(kind, version, work, staged, modules, extra_zips, dep_dir, log) -> dict:
     for b in (staged / "bin").iterdir():
         b.chmod(b.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
@@ -686,6 +712,24 @@ def _root_wrapper() -> list[str]:
     )
 
 
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _die_with_parent() -> None:  # runs in the forked child, before exec
+    """PR_SET_PDEATHSIG: SIGTERM the engine if the Python process dies (e.g. a killed pytest).
+
+    Only used from the main thread: the signal fires when the *thread* that
+    forked exits. For Elasticsearch the server JVM follows its CLI launcher.
+    """
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def _yaml_scalar(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -714,6 +758,7 @@ class Engine:
     handle: str = ""
     start_seconds: float | None = None
     extra_settings: dict = field(default_factory=dict)
+    die_with_parent: bool = True
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     # -- public API ------------------------------------------------------
@@ -729,9 +774,9 @@ class Engine:
     def is_running(self) -> bool:
         if self.pid is None:
             return False
-        if self._proc is not None and self._proc.poll() is not None:
-            # the launcher exited; for ES the server JVM could in theory linger
-            return _process_group_alive(self.pid)
+        if self._proc is not None:
+            self._proc.poll()  # reap our child if it exited
+        # whole process group: for Elasticsearch the server JVM is a child of the CLI launcher
         return _process_group_alive(self.pid)
 
     def start(self) -> "Engine":
@@ -761,6 +806,8 @@ class Engine:
             self._signal_and_wait(signal.SIGTERM, DEFAULT_STOP_TIMEOUT)
         if timeout is not None:
             self.start_timeout = timeout
+        if not (self._conf_dir / "jvm.options").is_file():
+            self._write_config()  # stop() removed the instance dir: rebuild it (same ports)
         self._launch()
         self._wait_ready()
         return self
@@ -774,13 +821,27 @@ class Engine:
             shutil.rmtree(self.instance_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 60) -> str:
+        """Key error lines of the current run, then the tails of the console and server logs."""
         chunks = []
+        key: list[str] = []
         for path in (self.log_path, self.instance_dir / "logs" / f"{self.cluster_name}.log"):
-            if path.is_file():
-                text = path.read_text(errors="replace").splitlines()
-                chunks.append(f"--- {path} (last {min(lines, len(text))} lines) ---")
-                chunks.extend(text[-lines:])
-        return "\n".join(chunks) if chunks else f"(no log in {self.instance_dir / 'logs'})"
+            if not path.is_file():
+                continue
+            text = path.read_text(errors="replace")
+            run = text.rsplit("===== flow-ingest: launching", 1)[-1].splitlines()
+            for line in run:
+                if (" ERROR " in line or "][ERROR]" in line or line.startswith(("Caused by:", "ERROR:"))
+                        or "Exception: " in line and not line.startswith("\tat ")):
+                    line = line.strip()
+                    if line not in key:
+                        key.append(line)
+            tail = text.splitlines()[-lines:]
+            chunks.append(f"--- {path} (last {len(tail)} lines) ---")
+            chunks.extend(tail)
+        if not chunks:
+            return f"(no log in {self.instance_dir / 'logs'})"
+        head = ["--- key lines ---", *key[:12]] if key else []
+        return "\n".join(head + chunks)
 
     def request(self, method: str, path: str, body=None, timeout: float = 30.0):
         """Tiny JSON helper: returns (status, parsed-json-or-text)."""
@@ -949,6 +1010,7 @@ class Engine:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent and _in_main_thread() else None,
             )
         self.pid = self._proc.pid
         self._launched_at = time.monotonic()
@@ -1017,16 +1079,44 @@ def start_engine(
     http_port: int | None = None,
     settings: dict | None = None,
     instance_dir: str | os.PathLike | None = None,
+    die_with_parent: bool = True,
 ) -> Engine:
     """Fetch (if needed), start and wait for a single-node engine.
 
     Returns once ``GET /_cluster/health?wait_for_status=yellow`` answers 200;
     raises :class:`EngineError` (with the engine's log tail) otherwise.
+    With ``die_with_parent`` (default) the engine gets SIGTERM if this Python
+    process dies without stopping it; the CLI's ``start`` turns that off.
     """
     _check_kind(kind)
     version = version or default_version(kind)
     home = fetch(kind, version)
     jhome = find_java_home(kind, version, java_home)
+    attempts = 1 if http_port else 3
+    for attempt in range(1, attempts + 1):
+        engine = _new_engine(kind, version, home, jhome, data_dir, heap, timeout, http_port, settings, instance_dir)
+        engine.die_with_parent = die_with_parent
+        try:
+            engine.start()
+            return engine
+        except EngineError as e:
+            with contextlib.suppress(Exception):
+                engine._signal_and_wait(signal.SIGKILL, 10)
+            port_clash = "BindException" in str(e) or "Address already in use" in str(e)
+            if attempt < attempts and port_clash:
+                # another process grabbed our "free" port between probe and bind
+                with contextlib.suppress(Exception):
+                    engine.cleanup()
+                continue
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                engine._signal_and_wait(signal.SIGKILL, 10)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _new_engine(kind, version, home, jhome, data_dir, heap, timeout, http_port, settings, instance_dir) -> Engine:
     handle = f"{kind}-{version}-{uuid.uuid4().hex[:8]}"
     if instance_dir is None:
         inst = Path(tempfile.mkdtemp(prefix=f"flow-ingest-{kind}-"))
@@ -1039,7 +1129,7 @@ def start_engine(
         ddir, owns_data = inst / "data", True
     else:
         ddir, owns_data = Path(data_dir).resolve(), False
-    engine = Engine(
+    return Engine(
         kind=kind,
         version=version,
         home=home,
@@ -1055,10 +1145,3 @@ def start_engine(
         handle=handle,
         extra_settings=dict(settings or {}),
     )
-    try:
-        engine.start()
-    except BaseException:
-        with contextlib.suppress(Exception):
-            engine._signal_and_wait(signal.SIGKILL, 10)
-        raise
-    return engine
