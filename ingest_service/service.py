@@ -146,13 +146,15 @@ class ServeConfig:
     shutdown_timeout: float = 10.0
     layout: DocumentLayout = field(default_factory=DocumentLayout)
     definitions: tuple[str, ...] = ()
+    schema_layout: str = "logstash"  # logstash (ipfix.*) or ecs
 
     @classmethod
     def from_args(cls, args) -> "ServeConfig":
-        names = [f for f in cls.__dataclass_fields__ if f not in ("layout", "definitions")]
+        names = [f for f in cls.__dataclass_fields__ if f not in ("layout", "definitions", "schema_layout")]
         # The same document layout as `flow-ingest decode` (cli._layout).
         layout = DocumentLayout(target=args.target, netflow_target=args.netflow_target, type=args.target)
-        return cls(**{n: getattr(args, n) for n in names}, layout=layout, definitions=tuple(args.definitions))
+        return cls(**{n: getattr(args, n) for n in names}, layout=layout, definitions=tuple(args.definitions),
+                   schema_layout=getattr(args, "layout", None) or "logstash")
 
     def problems(self) -> list[str]:
         found = []
@@ -245,10 +247,17 @@ def _new_decoder(config: ServeConfig, registry):
     return FlowDecoder(registry, DecoderConfig(template_lifetime=config.template_lifetime))
 
 
+def _new_normalizer(config: ServeConfig):
+    from .normalize import Normalizer
+
+    # one per worker process: the throughput state belongs to the exporters that worker owns
+    return Normalizer(config.schema_layout, config.layout)
+
+
 def build_udp_worker(config: ServeConfig, registry, sock, stdout_lock=None, name: str = "udp"):
     from .listener.udp import UdpWorker
 
-    return UdpWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock), config.layout,
+    return UdpWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock), _new_normalizer(config),
                      queue_size=config.udp_queue, output_queue_size=config.output_queue,
                      flush_interval=config.flush_interval, name=name)
 
@@ -256,7 +265,7 @@ def build_udp_worker(config: ServeConfig, registry, sock, stdout_lock=None, name
 def build_stream_worker(config: ServeConfig, registry, sock, tls, stdout_lock=None, name: str = "tcp"):
     from .listener.tcp import StreamWorker
 
-    return StreamWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock), config.layout,
+    return StreamWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock), _new_normalizer(config),
                         tls=tls, max_connections=config.tcp_max_connections, queue_size=config.tcp_queue,
                         output_queue_size=config.output_queue, flush_interval=config.flush_interval, name=name)
 

@@ -86,6 +86,8 @@ class DecodeStage(threading.Thread):
 
     def run(self) -> None:
         decoder, inbox, layout = self.decoder, self.inbox, self.layout
+        # A Normalizer (schema-driven derived fields and layout) or a bare DocumentLayout.
+        make_document = layout.document if hasattr(layout, "document") else (lambda r: to_document(r, layout))
         batch: list[bytes] = []
         next_housekeeping = time.monotonic() + self.expire_interval
         while True:
@@ -107,7 +109,7 @@ class DecodeStage(threading.Thread):
                 else:
                     for record in decoder.decode(payload, session, received_at):
                         try:
-                            batch.append(serialize(to_document(record, layout)))
+                            batch.append(serialize(make_document(record)))
                         except Exception as exc:  # one odd value must not stop the stage
                             self.document_errors += 1
                             self._log.warning("document_errors", "cannot serialize a record from %s: %s",
