@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         serve = sub.add_parser("serve", help="run the listeners and write documents")
         _add_registry_arguments(serve)
         add_serve_arguments(serve)
+        add_engine_arguments(serve)
+        add_target_arguments(serve)
         serve.set_defaults(func=run_serve)
     return parser
 

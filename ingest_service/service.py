@@ -106,13 +106,28 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="UDP templates not refreshed for this long are forgotten (default: 1800)")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--output", choices=("ndjson", "-"), default="ndjson",
-                     help="ndjson: daily files DATA_DIR/flow-YYYY.MM.DD.ndjson; -: NDJSON on stdout (default: ndjson)")
+    out.add_argument("--output", choices=("ndjson", "-", "engine"), default=None,
+                     help="ndjson: daily files DATA_DIR/flow-YYYY.MM.DD.ndjson; -: NDJSON on stdout; engine: "
+                          "bulk-index into Elasticsearch/OpenSearch (default: engine when --url is given, else ndjson)")
     out.add_argument("--data-dir", default="./data", help="directory for the NDJSON files (default: ./data)")
     out.add_argument("--flush-interval", type=_positive(float), default=1.0, metavar="SECONDS",
                      help="longest time a document waits in memory before it is written (default: 1)")
     out.add_argument("--output-queue", type=_positive(int), default=64, metavar="BATCHES",
                      help="batches of documents queued per worker for the output (default: 64)")
+
+    bulk = parser.add_argument_group("engine output (bulk writer)")
+    bulk.add_argument("--setup", action="store_true",
+                      help="run `flow-ingest setup` (templates, pipeline, lifecycle, target) before serving")
+    bulk.add_argument("--spool-dir", default=None, metavar="DIR",
+                      help="where batches wait on disk while the engine is unreachable (default: DATA_DIR/spool)")
+    bulk.add_argument("--spool-max-bytes", type=_byte_size, default=1 << 30, metavar="BYTES",
+                      help="disk the spool may use per worker; when full, TCP reading pauses and UDP drops (default: 1GiB)")
+    bulk.add_argument("--deadletter", default=None, metavar="PATH",
+                      help="documents the engine refuses for good go here with the reason (default: DATA_DIR/deadletter.ndjson)")
+    bulk.add_argument("--document-ids", action="store_true",
+                      help="deterministic _id per document (hash) so a replay or retry never duplicates")
+    bulk.add_argument("--bulk-docs", type=_positive(int), default=1000, help="documents per bulk request (default: 1000)")
+    bulk.add_argument("--bulk-in-flight", type=_positive(int), default=2, help="bulk requests in flight per worker (default: 2)")
 
     ops = parser.add_argument_group("operation")
     ops.add_argument("--stats-file", metavar="PATH", help="write all workers' merged counters here as JSON every second")
@@ -137,7 +152,7 @@ class ServeConfig:
     tls_key: str | None = None
     tls_client_ca: str | None = None
     template_lifetime: float = 1800.0
-    output: str = "ndjson"
+    output: str | None = None
     data_dir: str = "./data"
     flush_interval: float = 1.0
     output_queue: int = 64
@@ -147,14 +162,31 @@ class ServeConfig:
     layout: DocumentLayout = field(default_factory=DocumentLayout)
     definitions: tuple[str, ...] = ()
     schema_layout: str = "logstash"  # logstash (ipfix.*) or ecs
+    # engine output
+    engine: object = None  # EngineConfig, when --url is given
+    target: object = None  # schema.render.TargetConfig
+    setup: bool = False
+    spool_dir: str | None = None
+    spool_max_bytes: int = 1 << 30
+    deadletter: str | None = None
+    document_ids: bool = False
+    bulk_docs: int = 1000
+    bulk_in_flight: int = 2
 
     @classmethod
     def from_args(cls, args) -> "ServeConfig":
-        names = [f for f in cls.__dataclass_fields__ if f not in ("layout", "definitions", "schema_layout")]
+        computed = ("layout", "definitions", "schema_layout", "engine", "target", "output")
+        names = [f for f in cls.__dataclass_fields__ if f not in computed]
+        from .cli import engine_config, target_config
+
+        urls = getattr(args, "url", None) or [u for u in os.environ.get("FLOW_INGEST_ENGINE_URLS", "").split(",") if u.strip()]
+        engine = engine_config(args) if urls else None
+        output = args.output or ("engine" if engine else "ndjson")
         # The same document layout as `flow-ingest decode` (cli._layout).
         layout = DocumentLayout(target=args.target, netflow_target=args.netflow_target, type=args.target)
         return cls(**{n: getattr(args, n) for n in names}, layout=layout, definitions=tuple(args.definitions),
-                   schema_layout=getattr(args, "layout", None) or "logstash")
+                   schema_layout=getattr(args, "layout", None) or "logstash", engine=engine,
+                   target=target_config(args), output=output)
 
     def problems(self) -> list[str]:
         found = []
@@ -169,6 +201,10 @@ class ServeConfig:
             found.append("--tls-client-ca needs --tls-cert and --tls-key")
         if self.tls_cert and not self.tcp_port:
             found.append("TLS is served on --tcp-port, which is 0")
+        if self.output == "engine" and self.engine is None:
+            found.append("--output engine needs --url (or FLOW_INGEST_ENGINE_URLS)")
+        if self.setup and self.engine is None:
+            found.append("--setup needs --url")
         return found
 
     @property
@@ -233,9 +269,31 @@ def write_stats_file(path: str, counters: dict) -> None:
 # -- workers (run in the forked children) --------------------------------------------
 
 
-def _make_sink(config: ServeConfig, stdout_lock):
+def bulk_index_of(target) -> str:
+    """What the bulk writer writes to for a target mode (daily: Logstash's flow-%{+YYYY.MM.dd})."""
+    return "flow-%{+YYYY.MM.dd}" if target.mode == "daily" else target.name
+
+
+def _make_sink(config: ServeConfig, stdout_lock, name: str = "worker"):
     from .sinks.ndjson import NdjsonFileSink, NdjsonStreamSink
 
+    if config.output == "engine":
+        from .bulk.writer import BulkWriter, BulkWriterConfig
+
+        data = Path(config.data_dir)
+        writer_config = BulkWriterConfig(
+            index=bulk_index_of(config.target),
+            op_type="create",
+            pipeline="_none",  # documents are normalized here; the default pipeline is for other clients
+            document_ids=config.document_ids,
+            batch_docs=config.bulk_docs,
+            in_flight=config.bulk_in_flight,
+            spool_dir=str(Path(config.spool_dir or data / "spool") / name),  # one spool per worker slot
+            spool_max_bytes=config.spool_max_bytes,
+            deadletter_path=config.deadletter or str(data / "deadletter.ndjson"),
+            flush_waits=False,  # the writer stage flushes on a timer; close() still waits
+        )
+        return BulkWriter(config.engine, writer_config)
     if config.output == "-":
         return NdjsonStreamSink(sys.stdout.fileno(), lock=stdout_lock)
     return NdjsonFileSink(config.data_dir)
@@ -257,7 +315,7 @@ def _new_normalizer(config: ServeConfig):
 def build_udp_worker(config: ServeConfig, registry, sock, stdout_lock=None, name: str = "udp"):
     from .listener.udp import UdpWorker
 
-    return UdpWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock), _new_normalizer(config),
+    return UdpWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock, name), _new_normalizer(config),
                      queue_size=config.udp_queue, output_queue_size=config.output_queue,
                      flush_interval=config.flush_interval, name=name)
 
@@ -265,7 +323,7 @@ def build_udp_worker(config: ServeConfig, registry, sock, stdout_lock=None, name
 def build_stream_worker(config: ServeConfig, registry, sock, tls, stdout_lock=None, name: str = "tcp"):
     from .listener.tcp import StreamWorker
 
-    return StreamWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock), _new_normalizer(config),
+    return StreamWorker(sock, _new_decoder(config, registry), _make_sink(config, stdout_lock, name), _new_normalizer(config),
                         tls=tls, max_connections=config.tcp_max_connections, queue_size=config.tcp_queue,
                         output_queue_size=config.output_queue, flush_interval=config.flush_interval, name=name)
 
@@ -456,10 +514,15 @@ def run_serve(args) -> int:
     try:
         registry = default_registry(config.definitions)
         tls = server_tls_context(config.tls_cert, config.tls_key, config.tls_client_ca) if config.tls_cert else None
-        if config.output == "ndjson":
+        if config.output in ("ndjson", "engine"):
             Path(config.data_dir).mkdir(parents=True, exist_ok=True)
-    except (OSError, ValueError) as exc:
-        print(f"flow-ingest serve: {exc}", file=sys.stderr)
+        if config.setup:
+            from .engines.client import connect
+            from .setup import run_setup
+
+            run_setup(connect(config.engine), config.target, out=lambda line: log.info("setup: %s", line))
+    except Exception as exc:  # noqa: BLE001 - any start-up failure is reported and ends the start
+        print(f"flow-ingest serve: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 
     context = multiprocessing.get_context("fork")
@@ -490,6 +553,9 @@ def run_serve(args) -> int:
         return 2
     if config.output == "-":
         log.info("writing NDJSON to stdout")
+    elif config.output == "engine":
+        log.info("bulk-indexing into %s (%s %s), spooling to %s when it is unreachable", ",".join(config.engine.hosts),
+                 config.target.mode, bulk_index_of(config.target), config.spool_dir or f"{config.data_dir}/spool")
     else:
         log.info("writing NDJSON to %s/flow-YYYY.MM.DD.ndjson", config.data_dir)
     try:

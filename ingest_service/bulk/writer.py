@@ -98,7 +98,7 @@ class BulkWriterConfig:
     retry_initial: float = 0.1
     retry_max: float = 10.0  # backoff cap
     unreachable_budget: float = 5.0  # seconds of failed attempts before spooling a batch
-    max_item_attempts: int | None = None  # dead-letter an item after this many retries (None: never)
+    max_item_attempts: int | None = None  # dead-letter an item refused as busy this many times (None: never)
     # spool (None: no spool; an unreachable engine then blocks write() once the queue is full)
     spool_dir: str | None = None
     spool_max_bytes: int = 1 << 30
@@ -108,6 +108,10 @@ class BulkWriterConfig:
     deadletter_path: str | None = None
     deadletter_index: str | None = None  # e.g. "flow-ingest-deadletter"
     close_timeout: float = 30.0
+    # flush() waits for acknowledgements.  A caller that flushes on a timer (the serve
+    # pipeline's writer stage) should turn this off: batches close by age anyway, and
+    # a waiting flush would stall it once per interval.  close() always waits.
+    flush_waits: bool = True
 
     def __post_init__(self):
         if self.batch_docs < 1 or self.batch_bytes < 1 or self.in_flight < 1:
@@ -190,6 +194,7 @@ class BulkWriter:
 
         self._engine_config = engine if isinstance(engine, EngineConfig) else engine.config
         self._engine: EngineClient | None = None if isinstance(engine, EngineConfig) else engine
+        self._owns_engine = self._engine is None  # a client handed in stays open: the caller's
         self._connect_lock = threading.Lock()
         self._next_connect = 0.0
         if self._engine is None:
@@ -257,12 +262,16 @@ class BulkWriter:
                 self._changed.notify_all()
         return self._report()
 
-    def flush(self, timeout: float | None = None) -> int:
-        """Wait until every document written so far is acknowledged, dead-lettered or spooled."""
+    def flush(self, timeout: float | None = None, *, wait: bool | None = None) -> int:
+        """Send what is queued now, and wait until every document written so far is
+        acknowledged, dead-lettered or spooled (unless ``wait`` / ``config.flush_waits`` is off)."""
+        wait = self.config.flush_waits if wait is None else wait
         with self._changed:
             target = self._submitted
             self._flush_target = max(self._flush_target, target)
             self._changed.notify_all()
+            if not wait:
+                target = 0  # nothing to wait for
             deadline = None if timeout is None else self._clock() + timeout
             while not self._settled_before(target):
                 remaining = None if deadline is None else deadline - self._clock()
@@ -280,7 +289,7 @@ class BulkWriter:
             # Past this point retries stop waiting: leftovers go to the spool.
             self._closing_deadline = self._clock() + timeout
             self._changed.notify_all()
-        self.flush(timeout + 1.0)
+        self.flush(timeout + 1.0, wait=True)
         with self._changed:
             self._stop.set()
             self._changed.notify_all()
@@ -295,7 +304,7 @@ class BulkWriter:
                 self._open.clear()
         if self.spool is not None:
             self.spool.close()
-        if self._engine is not None:
+        if self._owns_engine and self._engine is not None:
             try:
                 self._engine.close()
             except Exception:  # closing connections must not hide the flush result
@@ -542,9 +551,10 @@ class BulkWriter:
             if self._closing_deadline is not None:
                 delay = min(delay, max(0.05, self._closing_deadline - now))
             self._stop.wait(delay)
-            for item in pending:
-                item.attempts += 1
-            pending = self._drop_exhausted(pending, batch)
+            if failure == "busy":  # an engine that answers "not now" for these very items
+                for item in pending:
+                    item.attempts += 1
+                pending = self._drop_exhausted(pending, batch)
         return []
 
     def _apply_outcome(self, outcome, pending, batch, *, replay: bool) -> list[BulkItem]:

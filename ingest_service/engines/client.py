@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from .detect import ELASTICSEARCH_PY, EngineInfo, UnsupportedEngine, detect_engine
+from .detect import ELASTICSEARCH_PY, NODES_INFO_PATH, EngineInfo, UnsupportedEngine, detect_engine, root_from_nodes_info
 
 # The bulk response only needs, per item, its status and error (positions are kept):
 # asking for less saves the engine serializing, and us parsing, ``_index``/``_id``/
@@ -130,32 +130,46 @@ def _ssl_context(config: EngineConfig) -> ssl.SSLContext:
 # -- detection ----------------------------------------------------------------------
 
 
+def _get(config: EngineConfig, url: str) -> tuple[int, bytes, dict]:
+    """Plain GET: (status, body, headers); raises OSError/URLError when nothing answers."""
+    request = urllib.request.Request(url, method="GET", headers={"Accept": "application/json"})
+    if config.authorization:
+        request.add_header("Authorization", config.authorization)
+    context = _ssl_context(config) if url.startswith("https://") else None
+    try:
+        with urllib.request.urlopen(request, timeout=config.detect_timeout, context=context) as response:
+            return response.status, response.read(), dict(response.headers.items())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers.items())
+
+
+def _json(host: str, raw: bytes):
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UnsupportedEngine(f"{host}: did not answer JSON: {raw[:200]!r}") from None
+
+
 def probe(config: EngineConfig) -> EngineInfo:
     """``GET /`` on each host in turn until one answers; classify the answer."""
     failures = []
     for host in config.hosts:
-        request = urllib.request.Request(host + "/", method="GET", headers={"Accept": "application/json"})
-        if config.authorization:
-            request.add_header("Authorization", config.authorization)
-        context = _ssl_context(config) if host.startswith("https://") else None
         try:
-            with urllib.request.urlopen(request, timeout=config.detect_timeout, context=context) as response:
-                raw, headers = response.read(), dict(response.headers.items())
-        except urllib.error.HTTPError as exc:
-            body = exc.read()
-            if exc.code in (401, 403):
-                raise EngineHTTPError(exc.code, body.decode(errors="replace"),
-                                      f"{host}: GET / -> {exc.code}: check the credentials") from exc
-            failures.append(f"{host}: HTTP {exc.code}")
-            continue
+            status, raw, headers = _get(config, host + "/")
+            if status in (404, 405):  # no root handler on this node: ask the nodes info API
+                status, raw, headers = _get(config, host + NODES_INFO_PATH)
+                if status == 200:
+                    raw = orjson.dumps(root_from_nodes_info(_json(host, raw), headers))
         except (OSError, urllib.error.URLError) as exc:  # refused, timeout, TLS
             failures.append(f"{host}: {getattr(exc, 'reason', exc)}")
             continue
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UnsupportedEngine(f"{host}: GET / did not answer JSON: {raw[:200]!r}") from None
-        info = detect_engine(body, headers)
+        if status in (401, 403):
+            raise EngineHTTPError(status, raw.decode(errors="replace"),
+                                  f"{host}: GET / -> {status}: check the credentials")
+        if status != 200:
+            failures.append(f"{host}: HTTP {status}")
+            continue
+        info = detect_engine(_json(host, raw), headers)
         if config.expect_kind and info.kind != config.expect_kind:
             raise UnsupportedEngine(f"{host}: expected {config.expect_kind}, found {info.describe()}")
         return info
@@ -199,8 +213,10 @@ class EngineClient:
         return self._request(method.upper(), path, body, dict(params or {}), ndjson=path.rstrip("/").endswith("_bulk"))
 
     def ping(self) -> bool:
+        """Does the engine answer?  Any status below 500 counts: a node without a ``GET /``
+        handler says 405, one that wants other credentials 401, and both are up."""
         try:
-            return self.perform("GET", "/").ok
+            return self.perform("GET", "/").status < 500
         except EngineUnavailable:
             return False
 

@@ -11,6 +11,11 @@ Rules, in order:
    a ``build_flavor``) -> Elasticsearch.
 3. Anything else is not an engine we can index into.
 
+A node without the ``GET /`` handler (Elasticsearch 8+ keeps it in the ``rest-root``
+module, missing from minimal distributions such as the integ-test zip) answers 404/405;
+``GET /_nodes/_local`` (``NODES_INFO_PATH``) then gives the same facts, turned into a
+``GET /`` body by ``root_from_nodes_info``.
+
 The client library follows from that (``client_library``): OpenSearch speaks to
 opensearch-py; Elasticsearch 7.14+ with the product header to elasticsearch-py
 8.x (which refuses servers without the header); an Elasticsearch without the header
@@ -94,6 +99,24 @@ def parse_version(number: str) -> tuple[int, int, int]:
         raise UnsupportedEngine(f"unreadable version number {number!r}")
     major, minor, patch = match.groups()
     return int(major), int(minor), int(patch or 0)
+
+
+NODES_INFO_PATH = "/_nodes/_local?filter_path=cluster_name,nodes.*.version,nodes.*.build_flavor,nodes.*.build_type"
+
+
+def root_from_nodes_info(body: object, headers: Mapping[str, str] | None = None) -> dict:
+    """A ``GET /``-shaped body from a ``GET /_nodes/_local`` answer (see NODES_INFO_PATH)."""
+    nodes = body.get("nodes") if isinstance(body, dict) else None
+    if not isinstance(nodes, dict) or not nodes:
+        raise UnsupportedEngine(f"no node in {str(body)[:200]!r}")
+    node = next(iter(nodes.values()))
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    version = {"number": str(node.get("version", "")), "build_type": node.get("build_type")}
+    if node.get("build_flavor") is not None or lowered.get("x-elastic-product", "").lower() == "elasticsearch":
+        version["build_flavor"] = node.get("build_flavor", "default")
+    else:  # OpenSearch nodes report no flavor
+        version["distribution"] = OPENSEARCH
+    return {"cluster_name": body.get("cluster_name"), "version": version}
 
 
 def detect_engine(body: object, headers: Mapping[str, str] | None = None) -> EngineInfo:

@@ -209,11 +209,18 @@ class Pipeline:
         counters["documents_lost"] = self.writer.documents_lost
         counters["sink_errors"] = self.writer.sink_errors
         counters["document_errors"] = self.decode.document_errors
+        sink_counters = getattr(self.writer.sink, "counters", None)
+        if callable(sink_counters):  # the bulk writer: indexed, spooled, dead-lettered, retries, latency
+            counters.update(sink_counters())
         return counters
 
     def gauges(self) -> dict:
-        return {
+        gauges = {
             "templates_active": self.decode.templates_active,
             "input_queue_depth": self.inbox.qsize(),
             "output_queue_depth": self.outbox.qsize(),
         }
+        sink_gauges = getattr(self.writer.sink, "gauges", None)
+        if callable(sink_gauges):
+            gauges.update(sink_gauges())
+        return gauges
