@@ -187,9 +187,7 @@ class JsonLinesServer:
     def _open_sockets(self) -> None:
         config = self.config
         try:
-            if config.tcp_port:
-                self.tcp_socket = open_tcp_socket(config.address, config.tcp_port)
-                log.info("JSON lines: listening on tcp %s:%d", config.address, config.tcp_port)
+            # UDP first: once TCP accepts connections, both are ready.
             if config.udp_port:
                 sock = socket.socket(family_of(config.address), socket.SOCK_DGRAM)
                 self.udp_socket = sock
@@ -198,6 +196,9 @@ class JsonLinesServer:
                 set_receive_buffer(sock, config.udp_receive_buffer)
                 sock.bind((config.address, config.udp_port))
                 log.info("JSON lines: listening on udp %s:%d", config.address, config.udp_port)
+            if config.tcp_port:
+                self.tcp_socket = open_tcp_socket(config.address, config.tcp_port)
+                log.info("JSON lines: listening on tcp %s:%d", config.address, config.tcp_port)
         except BaseException:
             self._close_sockets()
             raise

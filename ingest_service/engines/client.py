@@ -22,6 +22,7 @@ timeout, TLS failure); :class:`EngineHTTPError` for an HTTP error status from ``
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
 import urllib.error
 import urllib.parse
@@ -32,6 +33,11 @@ from typing import Any, Mapping
 import orjson
 
 from .detect import ELASTICSEARCH_PY, NODES_INFO_PATH, EngineInfo, UnsupportedEngine, detect_engine, root_from_nodes_info
+
+# The clients log every non-2xx answer at WARNING, including the 404s setup expects when it
+# looks for what is installed; our callers report real failures themselves.
+for _noisy in ("opensearch", "elastic_transport.transport", "elasticsearch"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 # The bulk response only needs, per item, its status and error (positions are kept):
 # asking for less saves the engine serializing, and us parsing, ``_index``/``_id``/

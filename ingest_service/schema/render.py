@@ -267,14 +267,20 @@ def render_pipeline(engine: str, layout: str = "logstash", target: str = "ipfix"
 
 # -- templates ------------------------------------------------------------------------
 
+def _scope(config: TargetConfig) -> str:
+    # Per target name (several data streams / aliases can live side by side); daily indices
+    # are always flow-YYYY.MM.dd, so that mode has one scope.
+    return "daily" if config.mode == "daily" else f"{config.mode}-{config.name}"
+
+
 def component_names(engine: str, config: TargetConfig) -> dict[str, str]:
-    return {"mappings": f"{PREFIX}-mappings-{config.layout}", "settings": f"{PREFIX}-settings-{engine}-{config.mode}"}
+    return {"mappings": f"{PREFIX}-mappings-{config.layout}", "settings": f"{PREFIX}-settings-{engine}-{_scope(config)}"}
 
 
 def lifecycle_name(config: TargetConfig) -> str:
     # Not versioned by retention: changing it updates the one policy (two OpenSearch ISM
     # policies with the same ism_template patterns would conflict).
-    return f"{PREFIX}-{config.mode}"
+    return f"{PREFIX}-{_scope(config)}"
 
 
 @dataclass(frozen=True)
@@ -321,7 +327,7 @@ def _component(template: dict, what: str) -> dict:
 
 
 def index_template_name(config: TargetConfig) -> str:
-    return f"{PREFIX}-{config.mode}"
+    return f"{PREFIX}-{_scope(config)}"
 
 
 def render_index_template(engine: str, config: TargetConfig) -> dict:

@@ -104,7 +104,8 @@ def check(right: str):
         return response
     if right not in rights:
         response = error_response(403, "forbidden", f"the token lacks the {right!r} right")
-        response.headers["WWW-Authenticate"] = f'Bearer realm="flow-ingest", error="insufficient_scope", scope="{right}"'
+        response.headers["WWW-Authenticate"] = (f'Bearer realm="flow-ingest", error="insufficient_scope", '
+                                                f'scope="{right}"')
         return response
     g.flow_ingest_rights = rights
     return None
