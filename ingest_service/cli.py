@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .config import CONFIG_ENV, ConfigError, apply_config, settings_table
 from .documents import DocumentLayout, serialize, to_document
 
 
@@ -78,29 +79,32 @@ def cmd_decode(args) -> int:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where the search engine is and how to reach it (environment variables as defaults)."""
-    env = os.environ.get
+    """Where the search engine is and how to reach it."""
     group = parser.add_argument_group("search engine")
     group.add_argument("--url", action="append", default=None, metavar="URL",
-                       help="engine URL (repeatable for several hosts; env FLOW_INGEST_ENGINE_URLS, comma-separated)")
-    group.add_argument("--username", default=env("FLOW_INGEST_ENGINE_USERNAME"))
-    group.add_argument("--password", default=env("FLOW_INGEST_ENGINE_PASSWORD"))
-    group.add_argument("--api-key", default=env("FLOW_INGEST_ENGINE_API_KEY"), help="id:key or the encoded form")
-    group.add_argument("--ca-file", default=env("FLOW_INGEST_ENGINE_CA_FILE"), help="PEM CA bundle for https engines")
+                       help="engine URL; repeat for several hosts of one cluster")
+    group.add_argument("--username", default=None)
+    group.add_argument("--password", default=None)
+    group.add_argument("--api-key", default=None, help="id:key or the encoded form")
+    group.add_argument("--ca-file", default=None, help="PEM CA bundle for https engines")
     group.add_argument("--insecure", action="store_true", help="do not verify the engine's certificate")
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
     group = parser.add_argument_group("index target")
-    group.add_argument("--mode", choices=("datastream", "alias", "daily"), default=env("FLOW_INGEST_TARGET_MODE", "datastream"),
-                       help="data stream (default), rollover alias with a write index, or Logstash-style daily flow-YYYY.MM.dd indices")
-    group.add_argument("--name", default=env("FLOW_INGEST_TARGET_NAME", "flow-ipfix"), help="data stream / write alias name (must start with flow-)")
-    group.add_argument("--layout", choices=("logstash", "ecs"), default=env("FLOW_INGEST_LAYOUT", "logstash"))
-    group.add_argument("--retention-days", type=int, default=int(env("FLOW_INGEST_RETENTION_DAYS", "7")))
-    group.add_argument("--rollover-max-age", default=env("FLOW_INGEST_ROLLOVER_MAX_AGE", "1d"))
-    group.add_argument("--rollover-max-primary-shard-size", default=env("FLOW_INGEST_ROLLOVER_MAX_SHARD_SIZE", "50gb"))
-    group.add_argument("--replicas", type=int, default=int(env("FLOW_INGEST_REPLICAS", "0")))
+    group.add_argument("--mode", choices=("datastream", "alias", "daily"), default="datastream",
+                       help="data stream, rollover alias with a write index, or Logstash-style daily flow-YYYY.MM.dd indices")
+    group.add_argument("--name", default="flow-ipfix", help="data stream / write alias name (must start with flow-)")
+    group.add_argument("--layout", choices=("logstash", "ecs"), default="logstash",
+                       help="document layout: Logstash-compatible ipfix.* or ECS")
+    group.add_argument("--retention-days", type=int, default=7, help="delete indices this many days after rollover")
+    group.add_argument("--rollover-max-age", default="1d", help="roll over after this age")
+    group.add_argument("--rollover-max-primary-shard-size", default="50gb", help="... or this primary shard size")
+    group.add_argument("--replicas", type=int, default=0, help="replicas per shard")
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="YAML", help=f"settings file (env {CONFIG_ENV}); see the README's table")
 
 
 def target_config(args):
@@ -114,9 +118,9 @@ def target_config(args):
 def engine_config(args):
     from .engines.client import EngineConfig
 
-    urls = args.url or [u for u in os.environ.get("FLOW_INGEST_ENGINE_URLS", "").split(",") if u.strip()]
+    urls = args.url or []
     if not urls:
-        raise SystemExit("flow-ingest: no engine URL (--url or FLOW_INGEST_ENGINE_URLS)")
+        raise SystemExit("flow-ingest: no engine URL (--url, FLOW_INGEST_URL or url: in the config file)")
     return EngineConfig(hosts=tuple(urls), username=args.username, password=args.password, api_key=args.api_key,
                         ca_file=args.ca_file, verify_certs=not args.insecure)
 
@@ -161,13 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_arguments(setup)
     add_target_arguments(setup)
     setup.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
-    setup.add_argument("--require", default=os.environ.get("FLOW_INGEST_SETUP_REQUIRE", ""), metavar="pipeline,lifecycle",
+    add_config_argument(setup)
+    setup.add_argument("--require", default="", metavar="pipeline,lifecycle",
                        help="fail instead of warning when the engine lacks ingest pipelines or ILM/ISM")
     setup.set_defaults(func=cmd_setup, target="ipfix")
 
     export = sub.add_parser("export-assets", help="write index templates, pipelines and lifecycle policies as files")
     export.add_argument("directory")
     export.set_defaults(func=cmd_export_assets)
+
+    table = sub.add_parser("config-table", help="print the settings table of `serve` (README) as Markdown")
+    table.set_defaults(func=lambda args: print(settings_table(subcommand_parsers(parser)["serve"])) or 0)
 
     from .dashboards.cli import add_dashboards_arguments
 
@@ -183,12 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
         add_serve_arguments(serve)
         add_engine_arguments(serve)
         add_target_arguments(serve)
+        add_config_argument(serve)
         serve.set_defaults(func=run_serve)
     return parser
 
 
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--config")
+    known, _ = early.parse_known_args(argv)
+    config_path = known.config or os.environ.get(CONFIG_ENV)
+    try:
+        for name in ("serve", "setup"):
+            apply_config(subcommand_parsers(parser)[name], config_path)
+    except ConfigError as exc:
+        print(f"flow-ingest: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

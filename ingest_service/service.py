@@ -179,8 +179,7 @@ class ServeConfig:
         names = [f for f in cls.__dataclass_fields__ if f not in computed]
         from .cli import engine_config, target_config
 
-        urls = getattr(args, "url", None) or [u for u in os.environ.get("FLOW_INGEST_ENGINE_URLS", "").split(",") if u.strip()]
-        engine = engine_config(args) if urls else None
+        engine = engine_config(args) if getattr(args, "url", None) else None
         output = args.output or ("engine" if engine else "ndjson")
         # The same document layout as `flow-ingest decode` (cli._layout).
         layout = DocumentLayout(target=args.target, netflow_target=args.netflow_target, type=args.target)
@@ -202,7 +201,7 @@ class ServeConfig:
         if self.tls_cert and not self.tcp_port:
             found.append("TLS is served on --tcp-port, which is 0")
         if self.output == "engine" and self.engine is None:
-            found.append("--output engine needs --url (or FLOW_INGEST_ENGINE_URLS)")
+            found.append("--output engine needs --url (or FLOW_INGEST_URL)")
         if self.setup and self.engine is None:
             found.append("--setup needs --url")
         return found
