@@ -124,3 +124,25 @@ def test_corpus_expectations_file_is_consistent():
         return
     assert len(SEEDS) > 50
     assert json.loads((CORPUS / "cases.json").read_text())
+
+
+def test_atheris_coverage_guided_run(tmp_path):
+    """A bounded libFuzzer run seeded with the vendor corpus (atheris installs from PyPI here)."""
+    import subprocess
+    import sys
+
+    atheris = __import__("importlib").util.find_spec("atheris")
+    if atheris is None:
+        import pytest
+
+        pytest.skip("atheris is not installed (pip install atheris)")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for index, seed in enumerate(SEEDS):
+        (seeds / f"seed{index}").write_bytes(seed)
+    script = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_decoder.py"
+    result = subprocess.run([sys.executable, str(script), "-runs=20000", "-max_len=4096", "-timeout=10",
+                             f"-artifact_prefix={tmp_path}/", str(seeds)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Done 20000 runs" in result.stderr

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from ingest_service.engines.client import EngineConfig, connect
-from tests.engines.fixtures import engine_factory, opensearch  # noqa: F401 - pytest fixtures
+from tests.engines.fixtures import elasticsearch, engine_factory, opensearch  # noqa: F401 - pytest fixtures
 from tests.support import pcapgen
 from tests.support.goexporter import run_goexporter
 from tests.support.realexporters import require_tool, softflowd_command
@@ -80,3 +80,19 @@ def test_engine_killed_and_restarted_loses_nothing(serve, engine_factory, tmp_pa
     assert count(client, name) == total  # exactly once: deterministic ids absorb replays
     stats = server.stats()
     assert stats["documents_replayed"] > 0 and stats.get("documents_lost", 0) == 0
+
+
+def test_serve_into_elasticsearch(serve, elasticsearch):  # noqa: F811
+    """The same path into the real Elasticsearch node (no ingest processors or ILM in this
+    distribution: setup warns and installs templates; the data stream is made by the first write)."""
+    name = f"flow-es-{uuid.uuid4().hex[:8]}"
+    server = serve("--url", elasticsearch.url, "--name", name, "--setup", "--udp-port", "0", udp=False)
+    sent = run_goexporter((LOCAL, server.tcp_port), "tcp", 120, mix=True, seed=6)
+    client = connect(EngineConfig(hosts=(elasticsearch.url,)))
+    wait_for(lambda: count(client, name) >= len(sent), timeout=60, what="documents indexed")
+    assert server.stop() == 0, server.stderr()
+    assert count(client, name) == len(sent)
+    mapping = next(iter(client.perform("GET", f"/{name}/_mapping").body.values()))["mappings"]["properties"]["ipfix"]["properties"]
+    assert mapping["destinationIP"]["type"] == "ip" and mapping["flowKey"]["type"] == "keyword"
+    result = client.perform("POST", f"/{name}/_search", {"size": 0, "aggs": {"types": {"terms": {"field": "ipfix.flowTypeStr"}}}})
+    assert result.body["aggregations"]["types"]["buckets"]
