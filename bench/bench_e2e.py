@@ -140,7 +140,8 @@ def main() -> int:
             serve = subprocess.Popen(
                 [sys.executable, "-m", "ingest_service.cli", "--log-level", "WARNING", "serve", "--url", url, "--name", e2e_target, "--setup",
                  "--udp-port", "0", "--tcp-address", "127.0.0.1", "--tcp-port", str(port), "--data-dir", tmp,
-                 "--stats-file", f"{tmp}/stats.json"], cwd=REPO)
+                 "--stats-file", f"{tmp}/stats.json", "--http-port", "0", "--jsonlines-tcp-port", "0",
+                 "--jsonlines-udp-port", "0"], cwd=REPO)
             deadline = time.time() + 60
             while not Path(f"{tmp}/stats.json").exists():
                 if time.time() > deadline or serve.poll() is not None:

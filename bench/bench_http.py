@@ -165,12 +165,15 @@ def http_rate(batches: list[bytes], seconds: float, workers: int, clients: int, 
         "seconds": round(elapsed, 2),
         "client_cpu_seconds": round((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system), 2),
         "gunicorn_exit": code,
+        "load_average_1min_after": round(os.getloadavg()[0], 2),
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per HTTP setup; the best counts (shared "
+                        "machines: other work only ever lowers a figure)")
     parser.add_argument("--report", default=str(Path(__file__).resolve().parent / "results" / "http.json"))
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -191,20 +194,23 @@ def main() -> int:
         print(f"{name:45s} {rate:10,d} records/s (CPU time)")
 
     http_runs = {}
-    for name, workers, clients, query in (("http 2 workers, 4 clients", 2, 4, ""),
-                                          ("http 1 worker, 2 clients", 1, 2, ""),
-                                          ("http 2 workers, 4 clients, ?wait=true", 2, 4, "?wait=true")):
-        result = http_rate(batches, args.seconds, workers, clients, query)
+    for name, workers, clients, query in (("http 2 workers, 8 clients", 2, 8, ""),
+                                          ("http 1 worker, 4 clients", 1, 4, ""),
+                                          ("http 2 workers, 8 clients, ?wait=true", 2, 8, "?wait=true")):
+        runs = [http_rate(batches, args.seconds, workers, clients, query) for _ in range(args.repeat)]
+        result = max(runs, key=lambda run: run["records_per_second"])
+        result["all_runs_records_per_second"] = [run["records_per_second"] for run in runs]
         http_runs[name] = result
-        print(f"{name:45s} {result['records_per_second']:10,d} records/s (wall clock; {result['records']} records, "
-              f"{result['documents_written']} written, {result['failed_requests']} failed requests, "
-              f"client CPU {result['client_cpu_seconds']}s)")
-        if result["documents_written"] != result["records"] or result["failed_requests"] or result["gunicorn_exit"]:
+        print(f"{name:45s} {result['records_per_second']:10,d} records/s (wall clock, best of "
+              f"{result['all_runs_records_per_second']}; {result['records']} records, {result['documents_written']} "
+              f"written, {result['failed_requests']} failed requests, client CPU {result['client_cpu_seconds']}s)")
+        if any(run["documents_written"] != run["records"] or run["failed_requests"] or run["gunicorn_exit"]
+               for run in runs):
             print("  WARNING: not every accepted record was written, or gunicorn did not stop cleanly")
 
     report = {
         "benchmark": "http",
-        "command": f"python bench/bench_http.py --seconds {args.seconds}",
+        "command": f"python bench/bench_http.py --seconds {args.seconds} --repeat {args.repeat}",
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),

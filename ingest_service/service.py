@@ -26,7 +26,10 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import dataclasses
+import fcntl
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -115,6 +118,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--output-queue", type=_positive(int), default=64, metavar="BATCHES",
                      help="batches of documents queued per worker for the output (default: 64)")
 
+    http = parser.add_argument_group("HTTP JSON ingest (Flask under gunicorn)")
+    http.add_argument("--http-address", default="127.0.0.1",
+                      help="address of the HTTP API; anything but loopback requires --http-token (default: 127.0.0.1)")
+    http.add_argument("--http-port", type=int, default=8080, help="0 disables the HTTP API (default: 8080)")
+    http.add_argument("--http-workers", type=_positive(int), default=2, help="gunicorn worker processes (default: 2)")
+    http.add_argument("--http-token", action="append", default=None, metavar="TOKEN",
+                      help="bearer token allowed to push flows and read /metrics (repeatable)")
+    http.add_argument("--http-read-token", action="append", default=None, metavar="TOKEN",
+                      help="bearer token allowed only to read /metrics (repeatable)")
+    http.add_argument("--http-max-body-bytes", type=_byte_size, default=10 << 20, metavar="BYTES",
+                      help="largest request body, after gzip decompression too (default: 10MiB)")
+    http.add_argument("--http-max-records", type=_positive(int), default=10_000,
+                      help="most records per request (default: 10000)")
+
+    jsonl = parser.add_argument_group("JSON lines over raw sockets (Antrea recordFormat: JSON)")
+    jsonl.add_argument("--jsonlines-address", default="0.0.0.0", help="(default: 0.0.0.0)")
+    jsonl.add_argument("--jsonlines-tcp-port", type=int, default=4736, help="0 disables it (default: 4736)")
+    jsonl.add_argument("--jsonlines-udp-port", type=int, default=4736, help="0 disables it (default: 4736)")
+
     bulk = parser.add_argument_group("engine output (bulk writer)")
     bulk.add_argument("--setup", action="store_true",
                       help="run `flow-ingest setup` (templates, pipeline, lifecycle, target) before serving")
@@ -172,6 +194,17 @@ class ServeConfig:
     document_ids: bool = False
     bulk_docs: int = 1000
     bulk_in_flight: int = 2
+    # HTTP API and JSON lines
+    http_address: str = "127.0.0.1"
+    http_port: int = 8080
+    http_workers: int = 2
+    http_token: tuple | None = None
+    http_read_token: tuple | None = None
+    http_max_body_bytes: int = 10 << 20
+    http_max_records: int = 10_000
+    jsonlines_address: str = "0.0.0.0"
+    jsonlines_tcp_port: int = 4736
+    jsonlines_udp_port: int = 4736
 
     @classmethod
     def from_args(cls, args) -> "ServeConfig":
@@ -189,9 +222,12 @@ class ServeConfig:
 
     def problems(self) -> list[str]:
         found = []
-        if not self.udp_port and not self.tcp_port:
-            found.append("both --udp-port and --tcp-port are 0: nothing to listen on")
-        for name in ("udp_port", "tcp_port"):
+        if not any((self.udp_port, self.tcp_port, self.http_port, self.jsonlines_tcp_port, self.jsonlines_udp_port)):
+            found.append("every port is 0: nothing to listen on")
+        loopback = self.http_address in ("127.0.0.1", "::1", "localhost")
+        if self.http_port and not loopback and not self.http_token:
+            found.append(f"--http-address {self.http_address} is not loopback: --http-token is required")
+        for name in ("udp_port", "tcp_port", "http_port", "jsonlines_tcp_port", "jsonlines_udp_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 found.append(f"--{name.replace('_', '-')} {getattr(self, name)} is not a port number")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -298,6 +334,51 @@ def _make_sink(config: ServeConfig, stdout_lock, name: str = "worker"):
     return NdjsonFileSink(config.data_dir)
 
 
+SERVE_SINK_ENV = "FLOW_INGEST_SERVE_SINK"  # how gunicorn workers learn the engine output settings
+
+
+def sink_settings_json(config: ServeConfig) -> str:
+    engine = dataclasses.asdict(config.engine) if config.engine is not None else None
+    return orjson.dumps({
+        "engine": engine, "target": dataclasses.asdict(config.target), "data_dir": config.data_dir,
+        "spool_dir": config.spool_dir, "spool_max_bytes": config.spool_max_bytes, "deadletter": config.deadletter,
+        "document_ids": config.document_ids, "bulk_docs": config.bulk_docs, "bulk_in_flight": config.bulk_in_flight,
+    }).decode()
+
+
+_slot_locks: list[int] = []  # held for the life of the process
+
+
+def _claim_slot(directory: Path, prefix: str) -> str:
+    """A spool directory name no other live process of this service holds (gunicorn workers
+    share one factory; each needs its own spool, and a restarted worker reuses a free one)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for index in range(1024):
+        fd = os.open(directory / f".{prefix}-{index}.slot", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _slot_locks.append(fd)
+        return f"{prefix}-{index}"
+    raise RuntimeError(f"no free spool slot under {directory}")
+
+
+def engine_sink_from_env(web_config=None):
+    """sink_factory for the gunicorn workers: a bulk writer built from SERVE_SINK_ENV."""
+    from .engines.client import EngineConfig
+    from .schema.render import TargetConfig
+
+    settings = orjson.loads(os.environ[SERVE_SINK_ENV])
+    engine = settings.pop("engine")
+    engine["hosts"] = tuple(engine["hosts"])
+    config = ServeConfig(output="engine", engine=EngineConfig(**engine), target=TargetConfig(**settings.pop("target")),
+                         **settings)
+    spool_root = Path(config.spool_dir or Path(config.data_dir) / "spool")
+    return _make_sink(config, None, _claim_slot(spool_root, "http"))
+
+
 def _new_decoder(config: ServeConfig, registry):
     from .ipfix.decoder import DecoderConfig, FlowDecoder
 
@@ -372,10 +453,23 @@ class _Slot:
     start_after: float = 0.0  # monotonic time of the next (re)start
 
 
+@dataclass
+class _External:
+    """A process we start with Popen (gunicorn): restarted when it dies, stopped with SIGTERM."""
+
+    name: str
+    start: object  # () -> subprocess.Popen
+    process: object = None
+    started_at: float = 0.0
+    quick_failures: int = 0
+    start_after: float = 0.0
+
+
 class Supervisor:
-    def __init__(self, config: ServeConfig, slots: list[_Slot], context=None):
+    def __init__(self, config: ServeConfig, slots: list[_Slot], context=None, externals: list[_External] | None = None):
         self.config = config
         self.slots = slots
+        self.externals = externals or []
         self.context = context or multiprocessing.get_context("fork")
         self.book = StatsBook()
         self.stop_signal = 0
@@ -387,6 +481,8 @@ class Supervisor:
         self._write_stats()  # its existence tells watchers that the sockets are bound
         for slot in self.slots:
             self._start(slot)  # even if a stop comes at once: what was received gets drained
+        for external in self.externals:
+            self._start_external(external)
         next_log = time.monotonic() + self.config.stats_interval
         next_stats = time.monotonic() + REPORT_INTERVAL
         while not self.stop_signal:
@@ -396,6 +492,7 @@ class Supervisor:
                     self._start(slot)
             self._collect(timeout=0.2)
             self._reap()
+            self._watch_externals()
             now = time.monotonic()
             if now >= next_stats:
                 self._write_stats()
@@ -459,7 +556,33 @@ class Supervisor:
             log.error("worker %s (pid %d) died with %s; restarting it%s", slot.name, process.pid,
                       _exit_text(process.exitcode), f" in {delay:.1f}s" if delay else "")
 
+    def _start_external(self, external: _External) -> None:
+        external.process = external.start()
+        external.started_at = time.monotonic()
+
+    def _watch_externals(self) -> None:
+        now = time.monotonic()
+        for external in self.externals:
+            if external.process is None:
+                if now >= external.start_after:
+                    self._start_external(external)
+                continue
+            code = external.process.poll()
+            if code is None:
+                continue
+            self.book.own["worker_restarts"] += 1
+            lived = now - external.started_at
+            external.quick_failures = external.quick_failures + 1 if lived < 10.0 else 0
+            delay = 0.0 if external.quick_failures <= 1 else min(10.0, 0.5 * 2 ** (external.quick_failures - 2))
+            pid = external.process.pid
+            external.process, external.start_after = None, now + delay
+            log.error("%s (pid %d) ended with %s; restarting it%s", external.name, pid,
+                      _exit_text(code), f" in {delay:.1f}s" if delay else "")
+
     def _shutdown(self) -> int:
+        for external in self.externals:
+            if external.process is not None and external.process.poll() is None:
+                external.process.send_signal(signal.SIGTERM)
         live = [s for s in self.slots if s.process is not None]
         for slot in live:
             try:
@@ -480,6 +603,18 @@ class Supervisor:
             if slot.process.exitcode != 0:
                 clean = False
                 log.error("worker %s ended with %s", slot.name, _exit_text(slot.process.exitcode))
+        for external in self.externals:
+            if external.process is None:
+                continue
+            try:
+                code = external.process.wait(max(1.0, deadline - time.monotonic()) + 20.0)
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop: killing it", external.name)
+                external.process.kill()
+                code = external.process.wait()
+            if code != 0:
+                clean = False
+                log.error("%s ended with %s", external.name, _exit_text(code))
         self._write_stats()
         log.info("stopped; final stats: %s", format_counters(self.book.merged()))
         return 0 if clean else 1
@@ -550,6 +685,21 @@ def run_serve(args) -> int:
             sock.close()
         print(f"flow-ingest serve: cannot listen: {exc}", file=sys.stderr)
         return 2
+    externals: list[_External] = []
+    try:
+        if config.jsonlines_tcp_port or config.jsonlines_udp_port:
+            slots.append(_Slot("jsonlines", _jsonlines_builder(config, sockets, stdout_lock)))
+            log.info("listening for JSON lines on tcp %s:%s / udp %s:%s", config.jsonlines_address,
+                     config.jsonlines_tcp_port or "-", config.jsonlines_address, config.jsonlines_udp_port or "-")
+        if config.http_port:
+            externals.append(_gunicorn_external(config))
+            log.info("HTTP API on http://%s:%d (gunicorn, %d workers)", config.http_address, config.http_port,
+                     config.http_workers)
+    except (OSError, ValueError) as exc:
+        for sock in sockets:
+            sock.close()
+        print(f"flow-ingest serve: cannot start: {exc}", file=sys.stderr)
+        return 2
     if config.output == "-":
         log.info("writing NDJSON to stdout")
     elif config.output == "engine":
@@ -558,10 +708,70 @@ def run_serve(args) -> int:
     else:
         log.info("writing NDJSON to %s/flow-YYYY.MM.DD.ndjson", config.data_dir)
     try:
-        return Supervisor(config, slots, context).run()
+        return Supervisor(config, slots, context, externals).run()
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _metrics_dir(config: ServeConfig) -> str:
+    return str(Path(config.data_dir) / ".metrics")
+
+
+def _web_config(config: ServeConfig):
+    from .web.app import WebConfig
+
+    return WebConfig(
+        host=config.http_address, port=config.http_port, workers=config.http_workers,
+        tokens=tuple(config.http_token or ()), read_tokens=tuple(config.http_read_token or ()),
+        max_body_bytes=config.http_max_body_bytes, max_records=config.http_max_records,
+        output="ndjson" if config.output == "engine" else config.output, output_dir=config.data_dir,
+        sink_factory="ingest_service.service:engine_sink_from_env" if config.output == "engine" else None,
+        stats_file=config.stats_file, layout=config.schema_layout, target=config.layout.target,
+        netflow_target=config.layout.netflow_target, definitions=config.definitions,
+        metrics_dir=_metrics_dir(config), flush_interval=config.flush_interval,
+        graceful_timeout=max(1.0, config.shutdown_timeout - 1.0),
+    )
+
+
+def _gunicorn_external(config: ServeConfig) -> _External:
+    from .web.app import run_gunicorn
+    from .web.health import prepare_metrics_dir
+
+    web = _web_config(config)
+    web.check()  # refuse to start on bad settings (e.g. no token off loopback) before anything runs
+    prepare_metrics_dir(web.metrics_dir)
+    env = dict(os.environ)
+    if config.output == "engine":
+        env[SERVE_SINK_ENV] = sink_settings_json(config)
+    return _External("http", lambda: run_gunicorn(web, env=env))
+
+
+def _jsonlines_builder(config: ServeConfig, sockets: list, stdout_lock):
+    from .jsonlines import JsonLinesConfig, JsonLinesServer
+    from .listener.sockets import open_tcp_socket
+
+    tcp = open_tcp_socket(config.jsonlines_address, config.jsonlines_tcp_port) if config.jsonlines_tcp_port else None
+    udp = None
+    if config.jsonlines_udp_port:
+        from .listener.sockets import open_udp_sockets
+
+        udp = open_udp_sockets(config.jsonlines_address, config.jsonlines_udp_port, 1, config.udp_receive_buffer)[0]
+    sockets += [s for s in (tcp, udp) if s is not None]
+    jl_config = JsonLinesConfig(
+        address=config.jsonlines_address, tcp_port=config.jsonlines_tcp_port, udp_port=config.jsonlines_udp_port,
+        output=config.output if config.output != "engine" else "ndjson", output_dir=config.data_dir,
+        layout=config.schema_layout, target=config.layout.target, netflow_target=config.layout.netflow_target,
+        definitions=config.definitions, metrics_dir=_metrics_dir(config), flush_interval=config.flush_interval,
+        shutdown_timeout=max(1.0, config.shutdown_timeout - 1.0),
+        sink_factory=(lambda _cfg: _make_sink(config, stdout_lock, "jsonlines")) if config.output in ("engine", "-") else None,
+    )
+    def build():
+        # in the forked child: its metrics go to the directory the HTTP app's /metrics sums
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = jl_config.metrics_dir
+        return JsonLinesServer(jl_config, tcp_socket=tcp, udp_socket=udp)
+
+    return build
 
 
 def _bound(function, *args):

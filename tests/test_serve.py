@@ -38,7 +38,9 @@ class Server:
         command = [sys.executable, "-m", "ingest_service.cli", "serve", "--data-dir", str(self.data_dir),
                    "--udp-address", LOCAL, "--udp-port", str(self.udp_port),
                    "--tcp-address", LOCAL, "--tcp-port", str(self.tcp_port),
-                   "--stats-file", str(self.stats_file), "--flush-interval", "0.2", *options]
+                   "--stats-file", str(self.stats_file), "--flush-interval", "0.2",
+                   # the HTTP API and JSON lines only where a test asks for them (later options win)
+                   "--http-port", "0", "--jsonlines-tcp-port", "0", "--jsonlines-udp-port", "0", *options]
         with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(command, cwd=REPO, stdout=stdout, stderr=stderr)
         # The supervisor writes the stats file once its sockets are bound.
@@ -191,7 +193,8 @@ def test_stats_are_logged_while_running(serve):
 
 
 @pytest.mark.parametrize("options, message", [
-    (("--udp-port", "0", "--tcp-port", "0"), "nothing to listen on"),
+    (("--udp-port", "0", "--tcp-port", "0", "--http-port", "0", "--jsonlines-tcp-port", "0",
+      "--jsonlines-udp-port", "0"), "nothing to listen on"),
     (("--tls-cert", "x.pem"), "--tls-cert and --tls-key go together"),
     (("--tls-client-ca", "ca.pem"), "--tls-client-ca needs --tls-cert"),
 ])

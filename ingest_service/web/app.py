@@ -33,6 +33,7 @@ from werkzeug.exceptions import HTTPException
 from ..documents import DocumentLayout
 from ..jsoninput import DocumentBuilder, JsonRecordConverter
 from ..normalize import Normalizer
+from ..ratelog import RateLimitedLog
 from . import error_response
 from .auth import TokenAuth, listen_problem
 
@@ -67,6 +68,7 @@ class WebConfig:
     definitions: tuple[str, ...] = ()  # Logstash definition files for the registry
     workers: int = 2
     threads: int = 8
+    reuse_port: bool = True  # a socket per worker, balanced by the kernel (a 2nd instance on the port would share it)
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR shared by the workers (and run_jsonlines)
     graceful_timeout: float = 30.0
     access_log: bool = False
@@ -172,8 +174,10 @@ class IngestRuntime:
         self._stream_lock = multiprocessing.get_context("fork").Lock() if config.output == "-" else None
         self._writer = None
         self._pid = None
+        self._stopped_in: int | None = None  # pid of a process whose runtime was stopped
         self._start_error: str | None = None
         self._lock = threading.Lock()
+        self._log = RateLimitedLog(log)
         _runtimes.add(self)
 
     def writer(self):
@@ -183,16 +187,18 @@ class IngestRuntime:
         return writer
 
     def start(self):
-        from .ingest import DocumentWriter
+        from .ingest import DocumentWriter, WriterStopped
 
         with self._lock:
+            if self._stopped_in == os.getpid():
+                raise WriterStopped()
             if self._writer is not None and self._pid == os.getpid():
                 return self._writer
             try:
                 sink = build_sink(self.config, self._stream_lock)
             except Exception as exc:
                 self._start_error = f"cannot open the output: {exc}"
-                log.error("%s", self._start_error)
+                self._log.warning("sink_open", "%s", self._start_error)
                 raise
             writer = DocumentWriter(sink, max_documents=self.config.queue_documents,
                                     flush_interval=self.config.flush_interval, input_name="http",
@@ -204,6 +210,7 @@ class IngestRuntime:
     def stop(self, timeout: float) -> bool:
         with self._lock:
             writer, self._writer = self._writer, None
+            self._stopped_in = os.getpid()
         if writer is None or self._pid != os.getpid():
             return True
         finished = writer.stop(timeout)
@@ -212,8 +219,12 @@ class IngestRuntime:
         return finished
 
     def not_ready_reasons(self) -> list[str]:
+        from .ingest import WriterStopped
+
         try:
             writer = self.writer()
+        except WriterStopped:
+            return ["the service is stopping"]
         except Exception:
             return [self._start_error or "the output cannot be opened"]
         reasons = []

@@ -23,6 +23,9 @@ workers = _config.workers
 worker_class = "gthread"
 threads = _config.threads
 preload_app = True
+# Each worker its own SO_REUSEPORT socket: the kernel spreads connections over the workers
+# (with one shared socket the busiest worker tends to accept most keep-alive connections).
+reuse_port = _config.reuse_port
 graceful_timeout = max(1, round(_config.graceful_timeout))  # gunicorn takes whole seconds
 timeout = 60  # heartbeat of the worker's main loop, not a request time limit
 keepalive = 75  # longer than typical client idle pools, so clients rarely race a close

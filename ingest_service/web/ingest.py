@@ -348,6 +348,9 @@ def post_flows():
 
     try:
         writer = runtime.writer()
+    except WriterStopped:
+        return error_response(503, "shutting_down", "the service is stopping; retry later",
+                              **{**answer, "accepted": 0})
     except Exception as exc:  # the output cannot even be opened (logged by the runtime)
         return error_response(503, "output_unavailable", f"the output cannot be opened: {exc}",
                               **{**answer, "accepted": 0})
