@@ -226,13 +226,15 @@ class EngineClient:
         except EngineUnavailable:
             return False
 
+    _client = None  # the official client object, set by each subclass
+
     @property
     def native(self):
         """The official client object, for anything not covered here."""
-        raise NotImplementedError
+        return self._client
 
     def close(self) -> None:
-        raise NotImplementedError
+        self._client.close()
 
     def _request(self, method: str, path: str, body: bytes | str | None, params: dict,
                  *, ndjson: bool) -> EngineResponse:
@@ -276,13 +278,6 @@ class _OpenSearchClient(EngineClient):
 
         self._connection_error = OsConnectionError
         self._transport_error = TransportError
-
-    @property
-    def native(self):
-        return self._client
-
-    def close(self) -> None:
-        self._client.close()
 
     def _request(self, method, path, body, params, *, ndjson):
         headers = {"content-type": "application/x-ndjson" if ndjson else "application/json"}
@@ -356,13 +351,6 @@ class _ElasticsearchClient(EngineClient):
         )
         self._api_error = ApiError
         self._transport_error = TransportError
-
-    @property
-    def native(self):
-        return self._client
-
-    def close(self) -> None:
-        self._client.close()
 
     def _request(self, method, path, body, params, *, ndjson):
         headers = {"accept": self._json_type}
