@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections import Counter
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from .config import CONFIG_ENV, ConfigError, apply_config, settings_table
 from .documents import DocumentLayout, serialize, to_document
+from .logging_setup import configure_logging
 
 
 def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +151,10 @@ def cmd_export_assets(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flow-ingest", description="IPFIX/NetFlow/JSON flow collector for Elasticsearch and OpenSearch")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default=os.environ.get("FLOW_INGEST_LOG_LEVEL", "INFO"),
+                        help="DEBUG, INFO, WARNING, ERROR (env FLOW_INGEST_LOG_LEVEL)")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="text (default) or one JSON object per line (env FLOW_INGEST_LOG_FORMAT)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     decode = sub.add_parser("decode", help="decode pcap/pcapng captures (or raw IPFIX streams) to JSON documents on stdout")
@@ -214,8 +217,11 @@ def main(argv=None) -> int:
         print(f"flow-ingest: invalid configuration: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        configure_logging(args.log_level, args.log_format)
+    except ValueError as exc:
+        print(f"flow-ingest: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     return int(args.func(args) or 0)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from ingest_service.cli import build_parser, subcommand_parsers
 from ingest_service.config import ConfigError, layered_defaults, settings_table
+from tests.test_serve import serve  # noqa: F401 - pytest fixture
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,3 +60,21 @@ def test_invalid_configuration_fails_at_start_naming_the_variable(tmp_path):
 def test_readme_documents_every_setting(serve_parser):
     readme = (REPO / "README.md").read_text()
     assert settings_table(serve_parser) in readme, "regenerate the README settings table: python -m ingest_service.cli config-table"
+
+
+def test_json_logs(serve, monkeypatch):  # noqa: F811
+    """FLOW_INGEST_LOG_FORMAT=json (or --log-format json): every log line of serve and its workers is
+    one JSON object; bad input is logged (rate-limited) with the exporter."""
+    import json
+
+    from tests.test_listeners import LOCAL, udp_sender, wait_for
+
+    monkeypatch.setenv("FLOW_INGEST_LOG_FORMAT", "json")
+    server = serve(tcp=False)
+    udp_sender().sendto(b"\x00\x0a\x00\x05garbage", (LOCAL, server.udp_port))
+    wait_for(lambda: "malformed" in server.stderr(), timeout=20, what="a log line about the bad datagram")
+    assert server.stop() == 0
+    entries = [json.loads(line) for line in server.stderr().splitlines() if line.strip()]
+    warning = next(e for e in entries if "malformed" in e["message"])
+    assert warning["level"] == "warning" and warning["logger"].startswith("flow_ingest")
+    assert any(e["message"].startswith("listening on udp") for e in entries)

@@ -41,6 +41,10 @@ if os.path.isdir("/dev/shm"):
 
 
 def post_fork(server, worker):
+    # our modules log through the root logger: same format (text or JSON) as the rest of serve
+    from ingest_service.logging_setup import configure_logging
+
+    configure_logging(_config.log_level)
     start_runtimes()
 
 
