@@ -88,6 +88,7 @@ class ThroughputState:
 
 _epoch_cache: dict[str, int | None] = {}
 _labels_cache: dict[str, dict | None] = {}
+_uuid_cache: dict[str, str] = {}
 _CACHE_MAX = 4096  # records of one export share times and labels: small caches pay off
 
 
@@ -117,6 +118,8 @@ _MISSING = object()
 
 def _text(value) -> str:
     # what Painless string concatenation shows, so pipeline and in-process keys agree
+    if value.__class__ is int:
+        return str(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -175,8 +178,13 @@ def derive(body: dict, state: ThroughputState | None = None) -> dict:
     get = body.get
     for name in UUID_FIELDS:
         value = get(name)
-        if isinstance(value, str) and len(value) == 32:
-            body[name] = f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+        if value.__class__ is str and len(value) == 32:
+            text = _uuid_cache.get(value)
+            if text is None:  # Pod/Node/policy UIDs repeat across records: format each once
+                if len(_uuid_cache) >= _CACHE_MAX:
+                    _uuid_cache.clear()
+                text = _uuid_cache[value] = f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+            body[name] = text
     for name in IP_FIELDS:
         if get(name) == "":
             del body[name]  # Antrea sends "" for absent addresses; an ip field rejects it
