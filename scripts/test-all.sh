@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v softflowd >/dev/null || need_apt+=(softflowd)
 command -v tshark >/dev/null || need_apt+=(tshark)
+command -v pmacctd >/dev/null || need_apt+=(pmacct)
 if ((${#need_apt[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
