@@ -262,3 +262,10 @@ def test_several_strings_decoded_together_keep_nul_and_utf8_rules():
     first, second = fresh().decode(message, UDP_A, 0)
     assert first.fields == {"interfaceName": "eth0", "interfaceDescription": "café", "samplerName": "s1"}
     assert second.fields == {"interfaceName": "GET", "interfaceDescription": "b\ufffd", "samplerName": ""}
+
+
+def test_pmacct_sixteen_byte_microsecond_times():
+    # pmacct's nfprobe_tstamp_usec sends IE 154 in 16 bytes: Unix seconds, then microseconds
+    record = struct.pack(">QQ", 1_700_000_000, 123_456)
+    (rec,) = fresh().decode(ipfix_message(template_set(template_record(410, [Field(154, 16)])), data_set(410, record)), UDP_A, 0)
+    assert rec.fields == {"flowStartMicroseconds": "2023-11-14T22:13:20.123456Z"}

@@ -34,11 +34,13 @@ Variants: plain (the configuration of the brief), ``-options`` (``nfprobe_source
 and ``pmacctd_ext_sampling_rate: 1``: pmacct then sends its sampling and exporter
 options templates and records, and a samplerId in every data record) and
 ``ipfix-usec`` (``nfprobe_tstamp_usec: true``: IEs 154/155 in pmacct's own, non-RFC
-16-byte encoding - the decoder must survive it; see the test).
+16-byte encoding, which the decoder reads as seconds + microseconds; see the test).
 
 Skips only if pmacctd is not installed and FLOW_INGEST_REQUIRE_REAL_EXPORTERS is unset.
 """
 from __future__ import annotations
+
+from datetime import datetime
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -193,9 +195,11 @@ def record_key(fields: dict) -> tuple:
 
 
 def pmacct_usec(value) -> int:
-    """pmacct's 16-byte IE 154/155 (as 32 hex digits): 8-byte seconds, 8-byte microseconds."""
-    assert isinstance(value, str) and len(value) == 32, value
-    return int(value[:16], 16) * 1_000_000 + int(value[16:], 16)
+    """pmacct's 16-byte IE 154/155 (8-byte seconds, 8-byte microseconds), as the decoder renders
+    it: ISO 8601 with microseconds."""
+    assert isinstance(value, str) and value.endswith("Z") and len(value) == 27, value
+    seconds = int(datetime.fromisoformat(value[:19] + "+00:00").timestamp())
+    return seconds * 1_000_000 + int(value[20:26])
 
 
 def v5_offset_ms(derived_ms: int, pcap_ms: int) -> int:

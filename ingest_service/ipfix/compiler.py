@@ -69,6 +69,8 @@ def _fixed_plan(field: ResolvedField):
         return "Q", values.iso_from_ntp_micro, False
     elif kind == "dateTimeNanoseconds" and n == 8:
         return "Q", values.iso_from_ntp_nano, False
+    elif kind == "dateTimeMicroseconds" and n == 16:
+        return "16s", values.iso_from_seconds_and_micros, False  # pmacct's non-RFC encoding
     elif kind == "unsigned256":
         return f"{n}s", values.big_unsigned, False
     elif kind in _STRUCTURED:

@@ -114,3 +114,16 @@ def iso_from_ntp_nano(raw: int):
         return f"{_iso_second_prefix(seconds)}.{nanos:09d}Z"
     except (OverflowError, OSError, ValueError):
         return raw
+
+
+def iso_from_seconds_and_micros(raw: bytes):
+    """pmacct's 16-byte dateTimeMicroseconds (nfprobe_tstamp_usec): 8 bytes of Unix seconds
+    then 8 bytes of microseconds, instead of RFC 7011's 8-byte NTP format."""
+    seconds = int.from_bytes(raw[:8], "big")
+    micros = int.from_bytes(raw[8:], "big")
+    if micros >= 1_000_000:
+        return raw.hex()
+    try:
+        return f"{_iso_second_prefix(seconds)}.{micros:06d}Z"
+    except (OverflowError, OSError, ValueError):
+        return raw.hex()
