@@ -127,6 +127,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                       help="bearer token allowed to push flows and read /metrics (repeatable)")
     http.add_argument("--http-read-token", action="append", default=None, metavar="TOKEN",
                       help="bearer token allowed only to read /metrics (repeatable)")
+    http.add_argument("--http-tls-cert", metavar="PEM", help="serve the HTTP API over HTTPS with this certificate")
+    http.add_argument("--http-tls-key", metavar="PEM", help="private key of --http-tls-cert")
     http.add_argument("--http-max-body-bytes", type=_byte_size, default=10 << 20, metavar="BYTES",
                       help="largest request body, after gzip decompression too (default: 10MiB)")
     http.add_argument("--http-max-records", type=_positive(int), default=10_000,
@@ -200,6 +202,8 @@ class ServeConfig:
     http_workers: int = 2
     http_token: tuple | None = None
     http_read_token: tuple | None = None
+    http_tls_cert: str | None = None
+    http_tls_key: str | None = None
     http_max_body_bytes: int = 10 << 20
     http_max_records: int = 10_000
     jsonlines_address: str = "0.0.0.0"
@@ -224,6 +228,8 @@ class ServeConfig:
         found = []
         if not any((self.udp_port, self.tcp_port, self.http_port, self.jsonlines_tcp_port, self.jsonlines_udp_port)):
             found.append("every port is 0: nothing to listen on")
+        if bool(self.http_tls_cert) != bool(self.http_tls_key):
+            found.append("--http-tls-cert and --http-tls-key go together")
         loopback = self.http_address in ("127.0.0.1", "::1", "localhost")
         if self.http_port and not loopback and not self.http_token:
             found.append(f"--http-address {self.http_address} is not loopback: --http-token is required")
@@ -723,6 +729,7 @@ def _web_config(config: ServeConfig):
 
     return WebConfig(
         host=config.http_address, port=config.http_port, workers=config.http_workers,
+        tls_cert=config.http_tls_cert, tls_key=config.http_tls_key,
         tokens=tuple(config.http_token or ()), read_tokens=tuple(config.http_read_token or ()),
         max_body_bytes=config.http_max_body_bytes, max_records=config.http_max_records,
         output="ndjson" if config.output == "engine" else config.output, output_dir=config.data_dir,

@@ -114,3 +114,28 @@ def test_http_and_ipfix_give_identical_documents_in_opensearch(serve, opensearch
 def test_http_off_loopback_requires_a_token(serve, address):  # noqa: F811
     with pytest.raises(AssertionError, match="--http-token is required"):
         serve("--http-port", str(free_port(socket.SOCK_STREAM)), "--http-address", address)
+
+
+def test_http_api_over_tls(serve, tmp_path):  # noqa: F811
+    from tests.support.tlscerts import make_tls_files
+
+    tls = make_tls_files(tmp_path / "certs")
+    http_port = free_port(socket.SOCK_STREAM)
+    server = serve("--http-port", str(http_port), "--http-token", TOKEN, "--http-tls-cert", str(tls.server_cert),
+                   "--http-tls-key", str(tls.server_key))
+    base = f"https://localhost:{http_port}"
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{base}/healthz", verify=str(tls.ca_cert), timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, timeout=30, what="HTTPS API up")
+    answer = requests.post(f"{base}/api/v1/flows?wait=true", json={"sourceIPv4Address": "10.7.7.7"},
+                           headers={"Authorization": f"Bearer {TOKEN}"}, verify=str(tls.ca_cert), timeout=30)
+    assert answer.status_code == 200, answer.text
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{base}/healthz", timeout=5)  # an unknown CA is refused by the client, as it should
+    assert server.stop() == 0
+    assert any(d["ipfix"].get("sourceIPv4Address") == "10.7.7.7" for d in server.documents())

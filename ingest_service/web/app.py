@@ -48,6 +48,8 @@ LAYOUTS = ("logstash", "ecs")
 class WebConfig:
     host: str = "127.0.0.1"  # anything but loopback requires tokens
     port: int = 8080
+    tls_cert: str | None = None  # PEM: serve HTTPS (gunicorn certfile); else put a reverse proxy in front
+    tls_key: str | None = None
     tokens: tuple[str, ...] = ()  # bearer tokens that may push flows (and read metrics)
     read_tokens: tuple[str, ...] = ()  # bearer tokens that may only read /metrics
     metrics_public: bool = False  # /metrics without a token (e.g. behind a network policy)
@@ -81,6 +83,8 @@ class WebConfig:
             found.append(problem)
         if not 0 <= self.port <= 65535:
             found.append(f"port {self.port} is not a port number")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            found.append("tls_cert and tls_key go together")
         if self.sink_factory is None and self.output not in OUTPUTS:
             found.append(f"output must be one of {', '.join(OUTPUTS)}, not {self.output!r}")
         if self.layout not in LAYOUTS:

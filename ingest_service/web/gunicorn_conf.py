@@ -35,6 +35,8 @@ if _config.access_log:
 errorlog = "-"
 loglevel = _config.log_level
 proc_name = "flow-ingest-http"
+if _config.tls_cert:
+    certfile, keyfile = _config.tls_cert, _config.tls_key
 control_socket_disable = True  # gunicorn >= 25's control socket: one fixed path per user, not needed here
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"  # the heartbeat file: tmpfs, never a slow disk
