@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..ratelog import RateLimitedLog
 from ..records import FlowRecord
 from .compiler import compile_fields
-from .enrich import apply_sysuptime
+from .enrich import SYSUPTIME_TIMES, apply_sysuptime
 from .session import SessionKey, SessionState, SessionTable
 from .structured import DecodeContext
 from .templates import FieldSpec, ResolvedField, Template, resolve_ipfix_fields, resolve_v9_fields
@@ -187,7 +187,7 @@ class FlowDecoder:
         if v9_options:
             template.extra["v9_options"] = True
         names = {f.name for f in resolved}
-        template.extra["sysuptime"] = bool(names & {"flowStartSysUpTime", "flowEndSysUpTime"})
+        template.extra["sysuptime"] = any(relative in names for relative, _ in SYSUPTIME_TIMES)
         state.templates[key] = template
         self.stats["templates_redefined" if existing is not None else "templates_added"] += 1
         if key in state.pending:
@@ -385,20 +385,27 @@ class FlowDecoder:
         # RFC 7011 3.1: the sequence number counts data records sent before this message,
         # per observation domain, modulo 2^32.
         dstate = state.domain(domain)
-        expected = dstate.expected_sequence
-        if expected is not None:
-            delta = (sequence - expected) & 0xFFFFFFFF
-            if 0 < delta < 0x80000000:
-                dstate.lost += delta
-                self.stats["lost_records"] += delta
-            elif delta >= 0x80000000:
-                behind = 0x100000000 - delta
-                if behind > self.config.reorder_window or sequence == 0:
-                    dstate.restarts += 1
-                    self.stats["exporter_restarts"] += 1
-                else:
-                    self.stats["out_of_order_messages"] += 1
+        self._check_sequence(dstate, sequence, "lost_records", restart_window=self.config.reorder_window)
         dstate.expected_sequence = None if records is None else (sequence + records) & 0xFFFFFFFF
+
+    def _check_sequence(self, dstate, sequence: int, lost_key: str, restart_window: int | None = None) -> None:
+        """Compare a header sequence number with the expected one (modulo 2^32): a jump ahead is
+        loss; a step back is reordering, or, further back than ``restart_window`` (or back to 0),
+        an exporter restart."""
+        expected = dstate.expected_sequence
+        if expected is None:
+            return
+        delta = (sequence - expected) & 0xFFFFFFFF
+        if 0 < delta < 0x80000000:
+            dstate.lost += delta
+            self.stats[lost_key] += delta
+        elif delta >= 0x80000000:
+            behind = 0x100000000 - delta
+            if restart_window is not None and (behind > restart_window or sequence == 0):
+                dstate.restarts += 1
+                self.stats["exporter_restarts"] += 1
+            else:
+                self.stats["out_of_order_messages"] += 1
 
     # -- NetFlow v9 -----------------------------------------------------------------
 
@@ -481,14 +488,7 @@ class FlowDecoder:
             dstate.restarts += 1
             self.stats["exporter_restarts"] += 1
             dstate.expected_sequence = None
-        expected = dstate.expected_sequence
-        if expected is not None:
-            delta = (sequence - expected) & 0xFFFFFFFF
-            if 0 < delta < 0x80000000:
-                dstate.lost += delta
-                self.stats["lost_packets"] += delta
-            elif delta >= 0x80000000:
-                self.stats["out_of_order_messages"] += 1
+        self._check_sequence(dstate, sequence, "lost_packets")
         dstate.last_sys_uptime = sys_uptime
         dstate.expected_sequence = (sequence + 1) & 0xFFFFFFFF
 
@@ -505,13 +505,7 @@ class FlowDecoder:
             return
         domain = engine_type << 8 | engine_id
         dstate = state.domain(domain)
-        if dstate.expected_sequence is not None:
-            delta = (sequence - dstate.expected_sequence) & 0xFFFFFFFF
-            if 0 < delta < 0x80000000:
-                dstate.lost += delta
-                self.stats["lost_records"] += delta
-            elif delta >= 0x80000000:
-                self.stats["out_of_order_messages"] += 1
+        self._check_sequence(dstate, sequence, "lost_records")  # v5 counts flows
         dstate.expected_sequence = (sequence + count) & 0xFFFFFFFF
         records, _, _ = compile_fields(_V5_LAYOUT)(buf, 24, 24 + count * V5_RECORD_LENGTH, None)
         export_ms = secs * 1000 + nsecs // 1_000_000

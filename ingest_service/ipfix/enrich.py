@@ -24,6 +24,8 @@ from .values import iso_from_millis
 
 _SAMPLER_KEYS = ("samplerId", "selectorId", "flowSamplerId")
 _IFINDEX_KEYS = ("ingressInterface", "egressInterface", "scopeInterface")
+# sysUpTime-relative element -> the absolute element derived from it
+SYSUPTIME_TIMES = (("flowStartSysUpTime", "flowStartMilliseconds"), ("flowEndSysUpTime", "flowEndMilliseconds"))
 MAX_NAMES = 65536  # bound per-exporter maps so a hostile exporter cannot grow them forever
 
 
@@ -71,8 +73,7 @@ class ExporterOptions:
         if rate is not None and "samplingInterval" not in fields:
             extra["samplingRate"] = rate
         if self.system_init_ms is not None:
-            for relative, absolute in (("flowStartSysUpTime", "flowStartMilliseconds"),
-                                       ("flowEndSysUpTime", "flowEndMilliseconds")):
+            for relative, absolute in SYSUPTIME_TIMES:
                 value = fields.get(relative)
                 if isinstance(value, int) and absolute not in fields:
                     extra[absolute] = iso_from_millis(_unwrap_uptime(self.system_init_ms, value, export_ms))
@@ -126,8 +127,7 @@ def _millis_from_iso(text: str) -> int | None:
 
 def apply_sysuptime(fields: dict, extra: dict, export_ms: int, sys_uptime_ms: int) -> None:
     """v9/v5: absolute flow times from sysUpTime-relative ones (RFC 3954 section 5.1)."""
-    for relative, absolute in (("flowStartSysUpTime", "flowStartMilliseconds"),
-                               ("flowEndSysUpTime", "flowEndMilliseconds")):
+    for relative, absolute in SYSUPTIME_TIMES:
         value = fields.get(relative)
         if isinstance(value, int) and absolute not in fields:
             extra[absolute] = iso_from_millis(export_ms - ((sys_uptime_ms - value) & 0xFFFFFFFF))
