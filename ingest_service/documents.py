@@ -63,6 +63,3 @@ def to_document(record: FlowRecord, layout: DocumentLayout = DEFAULT_LAYOUT) -> 
         layout.target_for(record.version): body,
     }
 
-
-def serialize_records(records, layout: DocumentLayout = DEFAULT_LAYOUT) -> list[bytes]:
-    return [serialize(to_document(r, layout)) for r in records]

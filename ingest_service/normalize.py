@@ -5,7 +5,7 @@ One place turns every input into the documents the index template expects: deriv
 """
 from __future__ import annotations
 
-from .documents import DEFAULT_LAYOUT, DocumentLayout, serialize, to_document
+from .documents import DEFAULT_LAYOUT, DocumentLayout, to_document
 from .records import FlowRecord
 from .schema.derive import ThroughputState, derive
 from .schema.layout import to_ecs
@@ -32,6 +32,3 @@ class Normalizer:
         if self.layout == "ecs":
             to_ecs(doc, target)
         return doc
-
-    def serialized(self, records) -> list[bytes]:
-        return [serialize(self.document(r)) for r in records]

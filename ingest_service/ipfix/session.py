@@ -10,7 +10,7 @@ counted); data sets kept while waiting for their template are capped too.
 """
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .enrich import ExporterOptions
@@ -24,7 +24,6 @@ class DomainState:
 
     expected_sequence: int | None = None
     last_sys_uptime: int | None = None
-    last_export_time: int | None = None
     lost: int = 0
     restarts: int = 0
     options: ExporterOptions = field(default_factory=ExporterOptions)
@@ -84,6 +83,3 @@ class SessionTable:
     def template_count(self) -> int:
         return sum(len(s.templates) for s in self._sessions.values())
 
-
-def new_pending_queue(limit: int) -> deque:
-    return deque(maxlen=limit)

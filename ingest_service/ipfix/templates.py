@@ -52,10 +52,6 @@ class Template:
     def is_options(self) -> bool:
         return self.scope_field_count > 0 or self.version == 9 and bool(self.extra.get("v9_options"))
 
-    @property
-    def layout(self) -> tuple:
-        return (self.version, self.scope_field_count, self.fields)
-
 
 def unknown_element_name(enterprise: int, element_id: int) -> str:
     """Stable name for an element no registry knows: ``<enterprise>_<id>``."""

@@ -2,17 +2,21 @@
 or ECS.  Pure functions over dicts."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .table import flow_schema
 
 LAYOUTS = ("logstash", "ecs")
 
 
-def ecs_moves(target: str = "ipfix") -> dict[str, str]:
+def ecs_moves() -> dict[str, str]:
     """field name under the target object -> ECS path, for every field that has one."""
     return {f.name: f.ecs for f in flow_schema().fields if f.ecs}
 
 
-_MOVES_CACHE: dict[str, list[tuple[str, list[str]]]] = {}
+@lru_cache(maxsize=1)
+def _split_moves() -> tuple[tuple[str, list[str]], ...]:
+    return tuple((name, path.split(".")) for name, path in ecs_moves().items())
 
 
 def to_ecs(document: dict, target: str = "ipfix") -> dict:
@@ -21,12 +25,9 @@ def to_ecs(document: dict, target: str = "ipfix") -> dict:
     Fields without an ECS path stay under the target object; the exporter address becomes
     ``observer.ip`` and the Logstash ``host``/``type``/``@version`` fields are dropped.
     """
-    moves = _MOVES_CACHE.get(target)
-    if moves is None:
-        moves = _MOVES_CACHE[target] = [(name, path.split(".")) for name, path in ecs_moves(target).items()]
     body = document.get(target)
     if isinstance(body, dict):
-        for name, parts in moves:
+        for name, parts in _split_moves():
             if name in body:
                 value = body.pop(name)
                 node = document

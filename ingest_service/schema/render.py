@@ -230,7 +230,7 @@ def render_pipeline(engine: str, layout: str = "logstash", target: str = "ipfix"
         "throughputs": [{"target": "throughput", "sources": ["octetDeltaCountFromSourceNode", "octetDeltaCount"]},
                         {"target": "reverseThroughput", "sources": ["reverseOctetDeltaCountFromSourceNode", "reverseOctetDeltaCount"]}],
         "labels": [{"source": s, "target": t} for s, t in LABEL_FIELDS],
-        "ecs_moves": dict(sorted(ecs_moves(target).items())) if layout == "ecs" else {},
+        "ecs_moves": dict(sorted(ecs_moves().items())) if layout == "ecs" else {},
     }
     processors: list[dict] = [
         {"json": {"field": f"{target}.{source}", "target_field": f"{target}.{dest}",
