@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_bulk_ceiling import run_raw  # noqa: E402
+from bench.bench_bulk_ceiling import count_index, run_raw  # noqa: E402
 from ingest_service.bulk.actions import ActionBuilder, ActionSpec, BulkItem, bulk_body, chunk_items  # noqa: E402
 from ingest_service.cli import iter_raw_messages  # noqa: E402
 from ingest_service.documents import serialize  # noqa: E402
@@ -72,12 +72,6 @@ def documents_of(stream: bytes) -> list[bytes]:
             if not record.options:
                 docs.append(serialize(normalizer.document(record)))
     return docs
-
-
-def count(client, target: str) -> int:
-    client.perform("POST", f"/{target}/_refresh")
-    response = client.perform("GET", f"/{target}/_count")
-    return response.body["count"] if response.ok else 0
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -130,7 +124,7 @@ def main() -> int:
         items = [BulkItem(builder.action(doc), doc) for doc in docs]
         bodies = [(bulk_body(chunk), len(chunk)) for chunk in chunk_items(items, 1000, 5 << 20)]
         ceiling = run_raw(client, bodies, concurrency=2)
-        assert count(client, ceiling_target.name) == len(docs), "ceiling run lost documents"
+        assert count_index(client, ceiling_target.name) == len(docs), "ceiling run lost documents"
         ceiling_rate = ceiling["acknowledged"] / ceiling["seconds"]
         print(f"ceiling (pre-serialized _bulk, 2 in flight): {ceiling_rate:,.0f} docs/s")
 
@@ -151,7 +145,7 @@ def main() -> int:
             started = time.perf_counter()
             with socket.create_connection(("127.0.0.1", port)) as conn:
                 conn.sendall(stream)
-            while count(client, e2e_target) < len(docs):
+            while count_index(client, e2e_target) < len(docs):
                 time.sleep(0.2)
                 if time.perf_counter() - started > 600:
                     raise SystemExit("end-to-end run did not finish in 10 minutes")

@@ -20,7 +20,7 @@ def _add_registry_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--netflow-target", default=None, help="object name for NetFlow v5/v9 records (default: same as --target)")
 
 
-def _layout(args) -> DocumentLayout:
+def document_layout(args) -> DocumentLayout:
     return DocumentLayout(target=args.target, netflow_target=args.netflow_target, type=args.target)
 
 
@@ -50,7 +50,7 @@ def cmd_decode(args) -> int:
     from .pcapfile import CaptureError, read_datagrams
 
     decoder = FlowDecoder(default_registry(args.definitions))
-    layout = _layout(args)
+    layout = document_layout(args)
     out = sys.stdout.buffer
     problems: Counter = Counter()
     for path in args.files:

@@ -214,12 +214,11 @@ class ServeConfig:
     def from_args(cls, args) -> "ServeConfig":
         computed = ("layout", "definitions", "schema_layout", "engine", "target", "output")
         names = [f for f in cls.__dataclass_fields__ if f not in computed]
-        from .cli import engine_config, target_config
+        from .cli import document_layout, engine_config, target_config
 
         engine = engine_config(args) if getattr(args, "url", None) else None
         output = args.output or ("engine" if engine else "ndjson")
-        # The same document layout as `flow-ingest decode` (cli._layout).
-        layout = DocumentLayout(target=args.target, netflow_target=args.netflow_target, type=args.target)
+        layout = document_layout(args)  # the same as `flow-ingest decode`
         return cls(**{n: getattr(args, n) for n in names}, layout=layout, definitions=tuple(args.definitions),
                    schema_layout=getattr(args, "layout", None) or "logstash", engine=engine,
                    target=target_config(args), output=output)
@@ -316,7 +315,7 @@ def bulk_index_of(target) -> str:
 
 
 def _make_sink(config: ServeConfig, stdout_lock, name: str = "worker"):
-    from .sinks.ndjson import NdjsonFileSink, NdjsonStreamSink
+    from .sinks.ndjson import open_ndjson_sink
 
     if config.output == "engine":
         from .bulk.writer import BulkWriter, BulkWriterConfig
@@ -335,9 +334,7 @@ def _make_sink(config: ServeConfig, stdout_lock, name: str = "worker"):
             flush_waits=False,  # the writer stage flushes on a timer; close() still waits
         )
         return BulkWriter(config.engine, writer_config)
-    if config.output == "-":
-        return NdjsonStreamSink(sys.stdout.fileno(), lock=stdout_lock)
-    return NdjsonFileSink(config.data_dir)
+    return open_ndjson_sink(config.output, config.data_dir, stdout_lock)
 
 
 SERVE_SINK_ENV = "FLOW_INGEST_SERVE_SINK"  # how gunicorn workers learn the engine output settings
@@ -471,6 +468,15 @@ class _External:
     start_after: float = 0.0
 
 
+def _schedule_restart(child, now: float) -> float:
+    """Restart a dead child (a _Slot or an _External) at once, unless it keeps dying young:
+    then back off, up to 10 s. Sets ``child.start_after``; returns the delay."""
+    child.quick_failures = child.quick_failures + 1 if now - child.started_at < 10.0 else 0
+    delay = 0.0 if child.quick_failures <= 1 else min(10.0, 0.5 * 2 ** (child.quick_failures - 2))
+    child.start_after = now + delay
+    return delay
+
+
 class Supervisor:
     def __init__(self, config: ServeConfig, slots: list[_Slot], context=None, externals: list[_External] | None = None):
         self.config = config
@@ -554,11 +560,7 @@ class Supervisor:
             slot.process = slot.conn = None
             self.book.retire(slot.name)
             self.book.own["worker_restarts"] += 1
-            # Restart at once, unless it keeps dying young: then back off, up to 10 s.
-            lived = time.monotonic() - slot.started_at
-            slot.quick_failures = slot.quick_failures + 1 if lived < 10.0 else 0
-            delay = 0.0 if slot.quick_failures <= 1 else min(10.0, 0.5 * 2 ** (slot.quick_failures - 2))
-            slot.start_after = time.monotonic() + delay
+            delay = _schedule_restart(slot, time.monotonic())
             log.error("worker %s (pid %d) died with %s; restarting it%s", slot.name, process.pid,
                       _exit_text(process.exitcode), f" in {delay:.1f}s" if delay else "")
 
@@ -577,11 +579,9 @@ class Supervisor:
             if code is None:
                 continue
             self.book.own["worker_restarts"] += 1
-            lived = now - external.started_at
-            external.quick_failures = external.quick_failures + 1 if lived < 10.0 else 0
-            delay = 0.0 if external.quick_failures <= 1 else min(10.0, 0.5 * 2 ** (external.quick_failures - 2))
+            delay = _schedule_restart(external, now)
             pid = external.process.pid
-            external.process, external.start_after = None, now + delay
+            external.process = None
             log.error("%s (pid %d) ended with %s; restarting it%s", external.name, pid,
                       _exit_text(code), f" in {delay:.1f}s" if delay else "")
 

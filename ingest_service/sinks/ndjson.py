@@ -16,6 +16,7 @@ until the buffer exceeds ``max_buffer_bytes``.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -153,3 +154,11 @@ class NdjsonStreamSink:
 
     def close(self) -> int:
         return self.flush()
+
+
+def open_ndjson_sink(output: str, directory: str, lock=None):
+    """The embedded outputs: ``-`` is NDJSON on stdout (``lock`` serializes writers sharing it),
+    anything else daily files in ``directory``."""
+    if output == "-":
+        return NdjsonStreamSink(sys.stdout.fileno(), lock=lock)
+    return NdjsonFileSink(directory)

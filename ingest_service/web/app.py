@@ -147,13 +147,11 @@ def build_sink(config, stream_lock=None):
     ``config`` is a WebConfig or anything with ``sink_factory``, ``output`` and ``output_dir``;
     a factory is called with it.
     """
-    from ..sinks.ndjson import NdjsonFileSink, NdjsonStreamSink
+    from ..sinks.ndjson import open_ndjson_sink
 
     if config.sink_factory is not None:
         return resolve_factory(config.sink_factory)(config)
-    if config.output == "-":
-        return NdjsonStreamSink(sys.stdout.fileno(), lock=stream_lock)
-    return NdjsonFileSink(config.output_dir)
+    return open_ndjson_sink(config.output, config.output_dir, stream_lock)
 
 
 # -- the per-process runtime ----------------------------------------------------------------------
